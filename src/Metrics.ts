@@ -1,0 +1,57 @@
+/**
+ * The metrics a worker records, as Effect `Metric`s: export them with
+ * `@effect/opentelemetry` or read them with `Metric.value`.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+
+/** Tasks claimed (fresh and taken over). */
+export const claimed = Metric.counter("hyrex_tasks_claimed", { description: "tasks claimed by workers" })
+/** Expired leases taken over by a claim. */
+export const takeovers = Metric.counter("hyrex_takeovers", { description: "tasks claimed after another worker's lease expired" })
+/** Attempts that succeeded. */
+export const succeeded = Metric.counter("hyrex_tasks_succeeded", { description: "attempts that succeeded" })
+/** Attempts that failed. */
+export const failed = Metric.counter("hyrex_attempts_failed", { description: "attempts that failed" })
+/** Failed attempts that will be retried. */
+export const retried = Metric.counter("hyrex_tasks_retried", { description: "failed attempts re-queued with backoff" })
+/** Tasks that failed for good. */
+export const dead = Metric.counter("hyrex_tasks_dead", { description: "tasks that ended failed" })
+/** Leases renewed by heartbeats. */
+export const leaseRenewals = Metric.counter("hyrex_lease_renewals", { description: "leases renewed by heartbeats" })
+/** Leases a worker found lost (taken over or cancelled). */
+export const leasesLost = Metric.counter("hyrex_leases_lost", { description: "leases lost while running" })
+/** Times a worker interrupted its own tasks because it could not renew. */
+export const selfFenced = Metric.counter("hyrex_self_fenced", { description: "self-fencing events" })
+/** Tasks in flight in this process. */
+export const inFlightGauge = Metric.counter("hyrex_tasks_in_flight", {
+  description: "tasks running in this process",
+  incremental: false
+})
+/** Run time of attempts, in milliseconds. */
+export const runTimeHistogram = Metric.histogram(
+  "hyrex_attempt_duration_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 22 }),
+  "run time of attempts in milliseconds"
+)
+/** Time from a task being due to its attempt starting, in milliseconds. */
+export const queueWaitHistogram = Metric.histogram(
+  "hyrex_queue_wait_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 22 }),
+  "time from due to start in milliseconds"
+)
+
+/** @internal */
+export const increment = (counter: Metric.Metric.Counter<number>): Effect.Effect<void> => Metric.increment(counter)
+/** @internal */
+export const incrementBy = (counter: Metric.Metric.Counter<number>, amount: number): Effect.Effect<void> =>
+  amount === 0 ? Effect.void : Metric.incrementBy(counter, amount)
+/** @internal */
+export const inFlight = (delta: number): Effect.Effect<void> => Metric.incrementBy(inFlightGauge, delta)
+/** @internal */
+export const runTime = (millis: number): Effect.Effect<void> => Metric.update(runTimeHistogram, millis)
+/** @internal */
+export const queueWait = (millis: number): Effect.Effect<void> => Metric.update(queueWaitHistogram, millis)

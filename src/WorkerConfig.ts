@@ -1,0 +1,155 @@
+/**
+ * The options of a worker, their defaults, and their validation.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as os from "node:os"
+import { ConfigurationError } from "./Errors.js"
+
+/** What a worker can be told. Every field is optional. */
+export interface WorkerOptions {
+  /** Queues to serve. Default: every queue of the registry. */
+  readonly queues?: ReadonlyArray<string> | undefined
+  /** In-flight tasks at most. Default 10. */
+  readonly concurrency?: number | undefined
+  /** How long a claim or a renewal holds a task. Default 15 s. */
+  readonly leaseTtl?: Duration.DurationInput | undefined
+  /** How often leases are renewed. Default `leaseTtl / 3`. */
+  readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** How often an idle worker looks for work when no wake-up arrives. Default 1 s. */
+  readonly pollInterval?: Duration.DurationInput | undefined
+  /** How long a stopping worker lets in-flight tasks finish before it releases them. Default 30 s. */
+  readonly drainTimeout?: Duration.DurationInput | undefined
+  /**
+   * How long before its last renewal would expire a worker that cannot renew
+   * interrupts its own tasks. Default `leaseTtl / 10`.
+   */
+  readonly fenceMargin?: Duration.DurationInput | undefined
+  /** How often a worker runs store housekeeping (pruning, dead workers). Default 1 minute. */
+  readonly maintenanceInterval?: Duration.DurationInput | undefined
+  /** How long succeeded and cancelled tasks are kept. Default 3 days. */
+  readonly retention?: Duration.DurationInput | undefined
+  /** A worker silent for this long is marked dead. Default `leaseTtl * 4`. */
+  readonly workerTimeout?: Duration.DurationInput | undefined
+  /** A human-readable name. Default `host:pid`. */
+  readonly name?: string | undefined
+}
+
+/** A worker's options after defaults and validation. */
+export interface WorkerConfig {
+  readonly queues: ReadonlyArray<string>
+  readonly concurrency: number
+  readonly leaseTtl: Duration.Duration
+  readonly heartbeatInterval: Duration.Duration
+  readonly pollInterval: Duration.Duration
+  readonly drainTimeout: Duration.Duration
+  readonly fenceMargin: Duration.Duration
+  readonly maintenanceInterval: Duration.Duration
+  readonly retention: Duration.Duration
+  readonly workerTimeout: Duration.Duration
+  readonly name: string
+}
+
+/** The defaults that do not depend on other options. */
+export const defaults = {
+  concurrency: 10,
+  leaseTtl: Duration.seconds(15),
+  pollInterval: Duration.seconds(1),
+  drainTimeout: Duration.seconds(30),
+  maintenanceInterval: Duration.minutes(1),
+  retention: Duration.days(3)
+} as const
+
+const fail = (option: string, issue: string) => Effect.fail(new ConfigurationError({ option, issue }))
+
+const decode = (option: string, input: Duration.DurationInput | undefined, fallback: Duration.Duration) =>
+  input === undefined
+    ? Effect.succeed(fallback)
+    : Option.match(Duration.decodeUnknown(input), {
+      onNone: () => fail(option, `${JSON.stringify(input)} is not a duration`),
+      onSome: Effect.succeed
+    })
+
+/**
+ * Applies defaults and checks that the options fit together: a worker must be
+ * able to renew its leases before it would fence itself.
+ */
+export const resolve = (
+  options: WorkerOptions,
+  registryQueues: ReadonlyArray<string>
+): Effect.Effect<WorkerConfig, ConfigurationError> =>
+  Effect.gen(function*() {
+    const concurrency = options.concurrency ?? defaults.concurrency
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      return yield* fail("concurrency", `must be a positive integer, got ${concurrency}`)
+    }
+    const leaseTtl = yield* decode("leaseTtl", options.leaseTtl, defaults.leaseTtl)
+    if (Duration.lessThanOrEqualTo(leaseTtl, Duration.zero)) return yield* fail("leaseTtl", "must be positive")
+    const heartbeatInterval = yield* decode("heartbeatInterval", options.heartbeatInterval, Duration.unsafeDivide(leaseTtl, 3))
+    const fenceMargin = yield* decode("fenceMargin", options.fenceMargin, Duration.unsafeDivide(leaseTtl, 10))
+    if (Duration.lessThanOrEqualTo(heartbeatInterval, Duration.zero)) {
+      return yield* fail("heartbeatInterval", "must be positive")
+    }
+    if (Duration.greaterThanOrEqualTo(Duration.sum(heartbeatInterval, fenceMargin), leaseTtl)) {
+      return yield* fail(
+        "heartbeatInterval",
+        `heartbeatInterval (${Duration.format(heartbeatInterval)}) plus fenceMargin (${Duration.format(fenceMargin)}) must be shorter than leaseTtl (${Duration.format(leaseTtl)}), or leases expire between renewals`
+      )
+    }
+    const pollInterval = yield* decode("pollInterval", options.pollInterval, defaults.pollInterval)
+    if (Duration.lessThanOrEqualTo(pollInterval, Duration.zero)) return yield* fail("pollInterval", "must be positive")
+    const drainTimeout = yield* decode("drainTimeout", options.drainTimeout, defaults.drainTimeout)
+    const maintenanceInterval = yield* decode("maintenanceInterval", options.maintenanceInterval, defaults.maintenanceInterval)
+    const retention = yield* decode("retention", options.retention, defaults.retention)
+    const workerTimeout = yield* decode("workerTimeout", options.workerTimeout, Duration.times(leaseTtl, 4))
+    const queues = options.queues ?? registryQueues
+    if (queues.length === 0) return yield* fail("queues", "a worker needs at least one queue")
+    const unknown = queues.filter((queue) => !registryQueues.includes(queue))
+    if (unknown.length > 0) {
+      return yield* fail("queues", `no registered task runs on ${unknown.map((q) => `"${q}"`).join(", ")} (queues: ${registryQueues.join(", ")})`)
+    }
+    const name = options.name ?? `${os.hostname()}:${process.pid}`
+    if (name.trim().length === 0) return yield* fail("name", "must not be empty")
+    return {
+      queues: Array.from(new Set(queues)),
+      concurrency,
+      leaseTtl,
+      heartbeatInterval,
+      pollInterval,
+      drainTimeout,
+      fenceMargin,
+      maintenanceInterval,
+      retention,
+      workerTimeout,
+      name
+    }
+  })
+
+/**
+ * Reads worker options from the environment: `HYREX_QUEUES` (comma
+ * separated), `HYREX_CONCURRENCY`, `HYREX_LEASE_TTL`, `HYREX_HEARTBEAT_INTERVAL`,
+ * `HYREX_POLL_INTERVAL`, `HYREX_DRAIN_TIMEOUT`, `HYREX_WORKER_NAME`.
+ */
+export const fromEnv: Config.Config<WorkerOptions> = Config.all({
+  queues: Config.option(Config.array(Config.string(), "HYREX_QUEUES")),
+  concurrency: Config.option(Config.integer("HYREX_CONCURRENCY")),
+  leaseTtl: Config.option(Config.duration("HYREX_LEASE_TTL")),
+  heartbeatInterval: Config.option(Config.duration("HYREX_HEARTBEAT_INTERVAL")),
+  pollInterval: Config.option(Config.duration("HYREX_POLL_INTERVAL")),
+  drainTimeout: Config.option(Config.duration("HYREX_DRAIN_TIMEOUT")),
+  name: Config.option(Config.string("HYREX_WORKER_NAME"))
+}).pipe(
+  Config.map((fields): WorkerOptions => ({
+    queues: Option.getOrUndefined(fields.queues),
+    concurrency: Option.getOrUndefined(fields.concurrency),
+    leaseTtl: Option.getOrUndefined(fields.leaseTtl),
+    heartbeatInterval: Option.getOrUndefined(fields.heartbeatInterval),
+    pollInterval: Option.getOrUndefined(fields.pollInterval),
+    drainTimeout: Option.getOrUndefined(fields.drainTimeout),
+    name: Option.getOrUndefined(fields.name)
+  }))
+)
