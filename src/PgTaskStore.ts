@@ -1,0 +1,641 @@
+/**
+ * The production `TaskStore`: Postgres through `@effect/sql`. Same semantics
+ * as `MemoryTaskStore`, proven by the same test suite.
+ *
+ * - Time is the database's `now()`, never a worker's clock.
+ * - A claim is one statement: per queue, the due tasks (queued ones, and
+ *   running ones whose lease expired and whose backoff passed) in priority
+ *   then due order, `FOR UPDATE SKIP LOCKED`, taken round-robin across queues.
+ * - Fleet-wide `maxConcurrency` is enforced inside the claiming transaction
+ *   under a transaction-scoped advisory lock per limited task.
+ * - Every write that ends or extends an attempt is fenced on
+ *   (id, attempt, owner, status = 'running').
+ * - `LISTEN`/`NOTIFY` wakes idle workers; polling is the fallback.
+ *
+ * @example
+ * ```ts
+ * const StoreLive = PgTaskStore.layerFromUrl("postgres://localhost/app")
+ * Layer.launch(Worker.layer(registry).pipe(Layer.provide(StoreLive)))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { ConfigurationError, LeaseLost, StoreError, TaskNotFound } from "./Errors.js"
+import * as Batcher from "./internal/batcher.js"
+import * as PgListener from "./internal/pgListener.js"
+import * as PgMigrations from "./internal/pgMigrations.js"
+import {
+  AttemptError,
+  type ClaimedTask,
+  type ClaimRequest,
+  type EnqueueRequest,
+  type FailOutcome,
+  type Lease,
+  type QueueStats,
+  type TaskInfo,
+  TaskStatus,
+  TaskStore,
+  type WorkerInfo
+} from "./TaskStore.js"
+
+/** Options of the Postgres store. */
+export interface Options {
+  /** The Postgres schema holding hyrex's tables, so applications can share a database. Default `"hyrex"`. */
+  readonly schema?: string | undefined
+  /** Create or upgrade the schema when the layer is built. Default `true`; turn off when you run `hyrex migrate` yourself. */
+  readonly migrate?: boolean | undefined
+}
+
+/** Defaults of `Options`. */
+export const defaults = { schema: "hyrex", migrate: true } as const
+
+const validSchema = /^[a-z_][a-z0-9_]{0,47}$/
+
+const TaskRow = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  queue: Schema.String,
+  status: TaskStatus,
+  payload: Schema.Unknown,
+  result: Schema.Unknown,
+  priority: Schema.Number,
+  attempt: Schema.Number,
+  max_retries: Schema.Number,
+  lease_losses: Schema.Number,
+  lease_owner: Schema.NullOr(Schema.String),
+  lease_expires_at: Schema.NullOr(Schema.DateFromSelf),
+  run_at: Schema.DateFromSelf,
+  idempotency_key: Schema.NullOr(Schema.String),
+  errors: Schema.Array(AttemptError),
+  created_at: Schema.DateFromSelf,
+  updated_at: Schema.DateFromSelf,
+  finished_at: Schema.NullOr(Schema.DateFromSelf)
+})
+
+const ClaimRow = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  queue: Schema.String,
+  status: TaskStatus,
+  payload: Schema.Unknown,
+  priority: Schema.Number,
+  attempt: Schema.Number,
+  max_retries: Schema.Number,
+  lease_losses: Schema.Number,
+  previous_status: TaskStatus,
+  due_at: Schema.DateFromSelf,
+  created_at: Schema.DateFromSelf,
+  trace_parent: Schema.NullOr(Schema.String)
+})
+
+const WorkerRow = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  host: Schema.String,
+  pid: Schema.Number,
+  queues: Schema.Array(Schema.String),
+  concurrency: Schema.Number,
+  status: Schema.Literal("running", "stopped", "dead"),
+  in_flight: Schema.Number,
+  started_at: Schema.DateFromSelf,
+  last_heartbeat_at: Schema.DateFromSelf
+})
+
+const StatsRow = Schema.Struct({
+  queue: Schema.String,
+  queued: Schema.Number,
+  scheduled: Schema.Number,
+  running: Schema.Number,
+  failed: Schema.Number,
+  cancelled: Schema.Number,
+  succeeded: Schema.Number,
+  succeeded_last_hour: Schema.Number
+})
+
+const toInfo = (row: typeof TaskRow.Type): TaskInfo => ({
+  id: row.id,
+  name: row.name,
+  queue: row.queue,
+  status: row.status,
+  payload: row.payload,
+  result: row.result,
+  priority: row.priority,
+  attempt: row.attempt,
+  maxRetries: row.max_retries,
+  leaseLosses: row.lease_losses,
+  leaseOwner: row.lease_owner,
+  leaseExpiresAt: row.lease_expires_at,
+  runAt: row.run_at,
+  idempotencyKey: row.idempotency_key,
+  errors: row.errors,
+  createdAt: row.created_at,
+  updatedAt: row.updated_at,
+  finishedAt: row.finished_at
+})
+
+const isTaskId = (id: string) => /^\d{1,18}$/.test(id)
+
+/**
+ * Builds the store on the `SqlClient` in context (a `PgClient`). Migrates the
+ * schema unless told not to.
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<TaskStore["Type"], ConfigurationError | StoreError, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const schema = options.schema ?? defaults.schema
+    if (!validSchema.test(schema)) {
+      return yield* new ConfigurationError({
+        option: "schema",
+        issue: `"${schema}" is not a plain lower-case identifier (letters, digits, _; at most 48 characters)`
+      })
+    }
+    const sql = yield* SqlClient.SqlClient
+    const pgClient = yield* Effect.serviceOption(PgClient.PgClient)
+    if (options.migrate ?? defaults.migrate) {
+      yield* PgMigrations.migrate(schema).pipe(
+        Effect.mapError((cause) => new StoreError({ operation: "migrate", cause }))
+      )
+    }
+
+    const tasks = sql(`${schema}.tasks`)
+    const workers = sql(`${schema}.workers`)
+    const idempotency = sql(`${schema}.idempotency`)
+    const retryDelay = sql(`${schema}.retry_delay`)
+    const channel = `hyrex_${schema}`
+    const maintenanceLock = `hyrex:maintenance:${schema}`
+
+    const wrap = (operation: string) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, StoreError> =>
+      Effect.mapError(effect, (cause) => new StoreError({ operation, cause }))
+    const decodeTasks = Schema.decodeUnknown(Schema.Array(TaskRow))
+    const decodeClaims = Schema.decodeUnknown(Schema.Array(ClaimRow))
+    const json = (value: unknown) => JSON.stringify(value ?? null)
+
+    const fencedBy = (lease: Lease) =>
+      sql`t.id = ${lease.taskId} AND t.attempt = ${lease.attempt} AND t.lease_owner = ${lease.owner} AND t.status = 'running'`
+
+    // One statement: lock up to `max` due tasks per queue (an index scan in
+    // the claim order, so the rank is the scan order), take the best `max`
+    // round-robin across queues (the only sort: at most queues × max rows),
+    // and lease them, or end them `failed` if an expired lease used their
+    // last attempt.
+    const claimBatch = (request: ClaimRequest, names: ReadonlyArray<string>, max: number) =>
+      sql`
+        WITH candidates AS (
+          SELECT c.id, c.status, c.run_at FROM unnest(${request.queues}::text[]) AS q(queue)
+          CROSS JOIN LATERAL (
+            SELECT l.*, row_number() OVER () AS rank FROM (
+              SELECT t.id, t.status, t.priority, t.run_at FROM ${tasks} t
+              WHERE t.queue = q.queue
+                AND t.status IN ('queued', 'running')
+                AND t.run_at <= now()
+                AND t.name = ANY(${names}::text[])
+              ORDER BY t.priority DESC, t.run_at, t.id
+              LIMIT ${max}
+              FOR UPDATE SKIP LOCKED
+            ) l
+          ) c
+          ORDER BY c.rank, c.priority DESC, c.run_at, c.id
+          LIMIT ${max}
+        ), decided AS (
+          SELECT c.id, c.status AS previous_status, c.run_at AS due_at,
+            (c.status = 'running' AND t.attempt > t.max_retries) AS exhausted
+          FROM candidates c JOIN ${tasks} t ON t.id = c.id
+        )
+        UPDATE ${tasks} t SET
+          status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
+          attempt = CASE WHEN d.exhausted THEN t.attempt ELSE t.attempt + 1 END,
+          errors = CASE WHEN d.previous_status = 'running' THEN t.errors || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+            'attempt', t.attempt, 'kind', 'lease_expired', 'message', 'lease of worker ' || t.lease_owner || ' expired',
+            'worker', t.lease_owner, 'at', t.lease_expires_at))) ELSE t.errors END,
+          lease_losses = t.lease_losses + CASE WHEN d.previous_status = 'running' THEN 1 ELSE 0 END,
+          lease_owner = CASE WHEN d.exhausted THEN NULL ELSE ${request.workerId} END,
+          lease_expires_at = CASE WHEN d.exhausted THEN NULL
+            ELSE now() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000) END,
+          run_at = CASE WHEN d.exhausted THEN t.run_at
+            ELSE now() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000)
+              + CASE WHEN t.attempt + 1 > t.max_retries THEN interval '0' ELSE ${retryDelay}(t.backoff, t.attempt + 1) END
+            END,
+          finished_at = CASE WHEN d.exhausted THEN now() ELSE NULL END,
+          updated_at = now()
+        FROM decided d
+        WHERE t.id = d.id
+        RETURNING t.id, t.name, t.queue, t.status, t.payload, t.priority, t.attempt, t.max_retries, t.lease_losses,
+          d.previous_status, d.due_at, t.created_at, t.trace_parent
+      `.pipe(
+        Effect.flatMap(decodeClaims),
+        Effect.map((rows) =>
+          rows.filter((row) => row.status === "running").map((row): ClaimedTask => ({
+            lease: { taskId: row.id, attempt: row.attempt, owner: request.workerId },
+            name: row.name,
+            queue: row.queue,
+            payload: row.payload,
+            priority: row.priority,
+            maxRetries: row.max_retries,
+            leaseLosses: row.lease_losses,
+            takeover: row.previous_status === "running",
+            createdAt: row.created_at,
+            dueAt: row.due_at,
+            traceParent: row.trace_parent ?? undefined
+          }))
+        )
+      )
+
+    // A limited task is claimed under an advisory lock on its name, so the
+    // count of live leases and the claim that follows cannot interleave with
+    // another worker's.
+    const claimLimited = (request: ClaimRequest, name: string, limit: number, max: number) =>
+      sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT pg_advisory_xact_lock(hashtext(${`hyrex:limit:${schema}:${name}`}))`
+        const [row] = yield* sql<{ readonly running: number }>`
+          SELECT count(*)::int AS running FROM ${tasks}
+          WHERE name = ${name} AND status = 'running' AND lease_expires_at > now()`
+        const free = Math.min(max, limit - (row?.running ?? 0))
+        return free <= 0 ? [] : yield* claimBatch(request, [name], free)
+      }))
+
+    const claim = (request: ClaimRequest) =>
+      Effect.gen(function*() {
+        const unlimited = request.names.filter((name) => request.limits[name] === undefined)
+        const claimed: Array<ClaimedTask> = unlimited.length === 0 ? [] : [...yield* claimBatch(request, unlimited, request.max)]
+        for (const name of request.names) {
+          const limit = request.limits[name]
+          const free = request.max - claimed.length
+          if (limit === undefined || free <= 0) continue
+          claimed.push(...yield* claimLimited(request, name, limit, free))
+        }
+        return claimed
+      })
+
+    const selectTask = (taskId: string) =>
+      sql`SELECT * FROM ${tasks} WHERE id = ${taskId}`.pipe(
+        Effect.flatMap(decodeTasks),
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toInfo))
+      )
+
+    const transition = (operation: string, taskId: string, update: Effect.Effect<ReadonlyArray<unknown>, unknown>) =>
+      Effect.gen(function*() {
+        if (!isTaskId(taskId)) return yield* new TaskNotFound({ taskId })
+        yield* wrap(operation)(update)
+        const task = yield* wrap(operation)(selectTask(taskId))
+        if (Option.isNone(task)) return yield* new TaskNotFound({ taskId })
+        return task.value
+      })
+
+    // Completions from all of this process's workers share round trips: one
+    // fenced UPDATE per batch, each row still conditional on its own lease.
+    const completeBatch = yield* Batcher.make<{ readonly lease: Lease; readonly result: unknown }, void, LeaseLost | StoreError>(
+      (items: ReadonlyArray<{ readonly lease: Lease; readonly result: unknown }>) =>
+        sql<{ readonly id: string; readonly attempt: number }>`
+          UPDATE ${tasks} t SET status = 'succeeded', result = b.result::jsonb, lease_owner = NULL,
+            lease_expires_at = NULL, finished_at = now(), updated_at = now()
+          FROM unnest(
+            ${items.map((i) => i.lease.taskId)}::bigint[],
+            ${items.map((i) => i.lease.attempt)}::int[],
+            ${items.map((i) => i.lease.owner)}::text[],
+            ${items.map((i) => json(i.result))}::text[]
+          ) AS b(id, attempt, owner, result)
+          WHERE t.id = b.id AND t.attempt = b.attempt AND t.lease_owner = b.owner AND t.status = 'running'
+          RETURNING t.id::text AS id, t.attempt
+        `.pipe(
+          wrap("complete"),
+          Effect.map((rows) => {
+            const done = new Set(rows.map((row) => `${row.id}:${row.attempt}`))
+            return items.map(({ lease }) =>
+              done.has(`${lease.taskId}:${lease.attempt}`) ? Exit.void : Exit.fail<LeaseLost | StoreError>(new LeaseLost(lease))
+            )
+          })
+        ),
+      { maxBatch: 500, concurrency: 3 }
+    )
+    const complete = (lease: Lease, result: unknown) => completeBatch({ lease, result })
+
+    // One LISTEN connection per store, shared by all its workers, opened when
+    // the first one subscribes (a producer alone never opens it).
+    const listener = yield* Option.match(pgClient, {
+      onNone: () => Effect.succeed(Stream.empty),
+      onSome: (client) => Stream.share(PgListener.listen(client.config, channel), { capacity: "unbounded" })
+    })
+
+    return TaskStore.of({
+      enqueue: (all) => {
+        // ON CONFLICT cannot touch one row twice in a statement: a key repeated
+        // within the batch is sent once and its id shared.
+        const firstOfKey = new Map<string, number>()
+        const requests: Array<EnqueueRequest> = []
+        const slots = all.map((request) => {
+          const key = request.idempotencyKey === undefined ? undefined : `${request.name}\u0000${request.idempotencyKey}`
+          const seen = key === undefined ? undefined : firstOfKey.get(key)
+          if (seen !== undefined) return seen
+          requests.push(request)
+          if (key !== undefined) firstOfKey.set(key, requests.length - 1)
+          return requests.length - 1
+        })
+        return sql<{ readonly id: string }>`
+          WITH input AS (
+            SELECT nextval(pg_get_serial_sequence(${`${schema}.tasks`}, 'id')) AS id, i.*
+            FROM unnest(
+              ${requests.map((r) => r.name)}::text[],
+              ${requests.map((r) => r.queue)}::text[],
+              ${requests.map((r) => json(r.payload))}::text[],
+              ${requests.map((r) => r.priority)}::int[],
+              ${requests.map((r) => r.maxRetries)}::int[],
+              ${requests.map((r) => json(r.backoff))}::text[],
+              ${requests.map((r) => r.delayMillis)}::double precision[],
+              ${requests.map((r) => r.idempotencyKey ?? null)}::text[],
+              ${requests.map((r) => r.traceParent ?? null)}::text[]
+            ) WITH ORDINALITY AS i(name, queue, payload, priority, max_retries, backoff, delay_ms, idempotency_key, trace_parent, ord)
+          ), inserted AS (
+            INSERT INTO ${tasks} (id, name, queue, payload, status, priority, max_retries, backoff, run_at, idempotency_key, trace_parent)
+            SELECT id, name, queue, payload::jsonb, 'queued', priority, max_retries, backoff::jsonb,
+              now() + make_interval(secs => delay_ms / 1000), idempotency_key, trace_parent
+            FROM input ORDER BY ord
+            ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL
+            DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key
+            RETURNING id, name, idempotency_key
+          ), notified AS (
+            SELECT count(pg_notify(${channel}, queue)) AS n FROM (SELECT DISTINCT queue FROM input WHERE delay_ms <= 0) q
+          )
+          SELECT COALESCE(k.id, input.id)::text AS id
+          FROM input
+          LEFT JOIN inserted k ON input.idempotency_key IS NOT NULL
+            AND k.name = input.name AND k.idempotency_key = input.idempotency_key
+          CROSS JOIN notified
+          ORDER BY input.ord
+        `.pipe(
+          Effect.filterOrFail(
+            (rows) => rows.length === requests.length,
+            (rows) => new Error(`enqueue of ${requests.length} task(s) answered ${rows.length} id(s)`)
+          ),
+          Effect.map((rows) => slots.map((slot) => rows[slot]!.id)),
+          wrap("enqueue")
+        )
+      },
+
+      claim: (request) => wrap("claim")(claim(request)),
+
+      heartbeat: (request) =>
+        sql<{ readonly id: string; readonly attempt: number }>`
+          WITH held AS (
+            UPDATE ${tasks} t SET
+              lease_expires_at = now() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000),
+              run_at = now() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000)
+                + CASE WHEN t.attempt > t.max_retries THEN interval '0' ELSE ${retryDelay}(t.backoff, t.attempt) END
+            FROM unnest(${request.leases.map((l) => l.taskId)}::bigint[], ${request.leases.map((l) => l.attempt)}::int[])
+              AS l(id, attempt)
+            WHERE t.id = l.id AND t.attempt = l.attempt AND t.lease_owner = ${request.workerId} AND t.status = 'running'
+            RETURNING t.id::text AS id, t.attempt
+          ), beat AS (
+            UPDATE ${workers} SET last_heartbeat_at = now(), in_flight = ${request.leases.length}, status = 'running'
+            WHERE id = ${request.workerId}
+          )
+          SELECT id, attempt FROM held
+        `.pipe(
+          Effect.map((rows) => rows.map((row): Lease => ({ taskId: row.id, attempt: row.attempt, owner: request.workerId }))),
+          wrap("heartbeat")
+        ),
+
+      complete,
+
+      fail: (lease, failure) =>
+        sql<{ readonly status: string; readonly run_at: Date }>`
+          WITH failed AS (
+            UPDATE ${tasks} t SET
+              errors = t.errors || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+                'attempt', t.attempt, 'kind', ${failure.kind}::text, 'message', ${failure.message}::text,
+                'cause', ${failure.cause ?? null}::text, 'worker', t.lease_owner, 'at', now()))),
+              status = CASE WHEN ${failure.retryable} AND t.attempt <= t.max_retries THEN 'queued' ELSE 'failed' END,
+              run_at = CASE WHEN ${failure.retryable} AND t.attempt <= t.max_retries
+                THEN now() + ${retryDelay}(t.backoff, t.attempt) ELSE t.run_at END,
+              finished_at = CASE WHEN ${failure.retryable} AND t.attempt <= t.max_retries THEN NULL ELSE now() END,
+              lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE ${fencedBy(lease)}
+            RETURNING t.status, t.run_at, t.queue
+          )
+          SELECT status, run_at,
+            CASE WHEN status = 'queued' AND run_at <= now() THEN pg_notify(${channel}, queue) END AS notified
+          FROM failed
+        `.pipe(
+          wrap("fail"),
+          Effect.flatMap((rows) => {
+            const row = rows[0]
+            if (row === undefined) return Effect.fail(new LeaseLost(lease))
+            const outcome: FailOutcome = row.status === "queued" ? { _tag: "Retrying", runAt: row.run_at } : { _tag: "Dead" }
+            return Effect.succeed(outcome)
+          })
+        ),
+
+      release: (lease) =>
+        sql`
+          WITH released AS (
+            UPDATE ${tasks} t SET status = 'queued', attempt = t.attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
+              run_at = now(), updated_at = now()
+            WHERE ${fencedBy(lease)}
+            RETURNING t.queue
+          )
+          SELECT pg_notify(${channel}, queue) FROM released
+        `.pipe(
+          wrap("release"),
+          Effect.flatMap((rows) => rows.length === 0 ? Effect.fail(new LeaseLost(lease)) : Effect.void)
+        ),
+
+      cancel: (taskId) =>
+        transition(
+          "cancel",
+          taskId,
+          sql`UPDATE ${tasks} SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                finished_at = now(), updated_at = now()
+              WHERE id = ${taskId} AND status IN ('queued', 'running')`
+        ),
+
+      retry: (taskId) =>
+        transition(
+          "retry",
+          taskId,
+          // Attempts stay monotonic so that a stale lease can never match again.
+          sql`WITH retried AS (
+                UPDATE ${tasks} SET status = 'queued', max_retries = attempt + jsonb_array_length(backoff),
+                  run_at = now(), finished_at = NULL, updated_at = now()
+                WHERE id = ${taskId} AND status IN ('failed', 'cancelled')
+                RETURNING queue
+              )
+              SELECT pg_notify(${channel}, queue) FROM retried`
+        ),
+
+      getTask: (taskId) =>
+        isTaskId(taskId) ? wrap("getTask")(selectTask(taskId)) : Effect.succeed(Option.none()),
+
+      listTasks: (filter) =>
+        sql`
+          SELECT * FROM ${tasks}
+          WHERE ${
+          sql.and([
+            ...(filter.status === undefined ? [] : [sql`status = ${filter.status}`]),
+            ...(filter.queue === undefined ? [] : [sql`queue = ${filter.queue}`]),
+            ...(filter.name === undefined ? [] : [sql`name = ${filter.name}`])
+          ])
+        }
+          ORDER BY id DESC
+          LIMIT ${filter.limit ?? 100}
+        `.pipe(Effect.flatMap(decodeTasks), Effect.map((rows) => rows.map(toInfo)), wrap("listTasks")),
+
+      stats: sql`
+        SELECT queue,
+          count(*) FILTER (WHERE status = 'queued' AND run_at <= now())::int AS queued,
+          count(*) FILTER (WHERE status = 'queued' AND run_at > now())::int AS scheduled,
+          count(*) FILTER (WHERE status = 'running')::int AS running,
+          count(*) FILTER (WHERE status = 'failed')::int AS failed,
+          count(*) FILTER (WHERE status = 'cancelled')::int AS cancelled,
+          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
+          count(*) FILTER (WHERE status = 'succeeded' AND finished_at > now() - interval '1 hour')::int AS succeeded_last_hour
+        FROM ${tasks} GROUP BY queue ORDER BY queue
+      `.pipe(
+        Effect.flatMap(Schema.decodeUnknown(Schema.Array(StatsRow))),
+        Effect.map((rows) =>
+          rows.map((row): QueueStats => ({
+            queue: row.queue,
+            queued: row.queued,
+            scheduled: row.scheduled,
+            running: row.running,
+            failed: row.failed,
+            cancelled: row.cancelled,
+            succeeded: row.succeeded,
+            succeededLastHour: row.succeeded_last_hour
+          }))
+        ),
+        wrap("stats")
+      ),
+
+      registerWorker: (worker) =>
+        sql`
+          INSERT INTO ${workers} (id, name, host, pid, queues, concurrency, status)
+          VALUES (${worker.id}, ${worker.name}, ${worker.host}, ${worker.pid}, ${worker.queues}::text[], ${worker.concurrency}, 'running')
+          ON CONFLICT (id) DO UPDATE SET status = 'running', last_heartbeat_at = now()
+        `.pipe(Effect.asVoid, wrap("registerWorker")),
+
+      deregisterWorker: (workerId) =>
+        sql`UPDATE ${workers} SET status = 'stopped', in_flight = 0, last_heartbeat_at = now() WHERE id = ${workerId}`.pipe(
+          Effect.asVoid,
+          wrap("deregisterWorker")
+        ),
+
+      listWorkers: sql`SELECT * FROM ${workers} ORDER BY started_at`.pipe(
+        Effect.flatMap(Schema.decodeUnknown(Schema.Array(WorkerRow))),
+        Effect.map((rows) =>
+          rows.map((row): WorkerInfo => ({
+            id: row.id,
+            name: row.name,
+            host: row.host,
+            pid: row.pid,
+            queues: row.queues,
+            concurrency: row.concurrency,
+            status: row.status,
+            inFlight: row.in_flight,
+            startedAt: row.started_at,
+            lastHeartbeatAt: row.last_heartbeat_at
+          }))
+        ),
+        wrap("listWorkers")
+      ),
+
+      getIdempotent: (key) =>
+        sql<{ readonly value: unknown }>`SELECT value FROM ${idempotency} WHERE key = ${key}`.pipe(
+          Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.value)),
+          wrap("getIdempotent")
+        ),
+
+      putIdempotent: (key, value, taskId) =>
+        Effect.gen(function*() {
+          const inserted = yield* sql<{ readonly value: unknown }>`
+            INSERT INTO ${idempotency} (key, value, task_id)
+            VALUES (${key}, ${json(value)}::jsonb, ${taskId !== undefined && isTaskId(taskId) ? taskId : null}::bigint)
+            ON CONFLICT (key) DO NOTHING
+            RETURNING value`
+          if (inserted.length > 0) return inserted[0]!.value
+          // Lost the race: a new statement sees the winner's committed row.
+          const [winner] = yield* sql<{ readonly value: unknown }>`SELECT value FROM ${idempotency} WHERE key = ${key}`
+          return winner?.value ?? null
+        }).pipe(wrap("putIdempotent")),
+
+      maintenance: (maintenance) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const [lock] = yield* sql<{ readonly locked: boolean }>`
+            SELECT pg_try_advisory_xact_lock(hashtext(${maintenanceLock})) AS locked`
+          if (lock?.locked !== true) return
+          const retention = sql`make_interval(secs => ${maintenance.retentionMillis}::double precision / 1000)`
+          yield* sql`
+            UPDATE ${tasks} t SET status = 'failed', finished_at = now(), updated_at = now(),
+              lease_losses = t.lease_losses + 1, lease_owner = NULL, lease_expires_at = NULL,
+              errors = t.errors || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+                'attempt', t.attempt, 'kind', 'lease_expired', 'message', 'lease of worker ' || t.lease_owner || ' expired',
+                'worker', t.lease_owner, 'at', t.lease_expires_at)))
+            WHERE t.status = 'running' AND t.lease_expires_at <= now() AND t.attempt > t.max_retries`
+          // In bounded batches, so one run never holds long locks on a big table.
+          yield* sql`
+            DELETE FROM ${tasks} WHERE id IN (
+              SELECT id FROM ${tasks} WHERE status IN ('succeeded', 'cancelled') AND finished_at < now() - ${retention}
+              LIMIT 5000)`
+          yield* sql`
+            DELETE FROM ${idempotency} WHERE key IN (
+              SELECT key FROM ${idempotency} WHERE created_at < now() - ${retention} LIMIT 5000)`
+          yield* sql`
+            UPDATE ${workers} SET status = 'dead'
+            WHERE status = 'running'
+              AND last_heartbeat_at < now() - make_interval(secs => ${maintenance.workerTimeoutMillis}::double precision / 1000)`
+          yield* sql`DELETE FROM ${workers} WHERE status <> 'running' AND last_heartbeat_at < now() - ${retention}`
+        })).pipe(wrap("maintenance")),
+
+      wakeups: listener
+    })
+  })
+
+/** The store as a Layer on the `SqlClient` in context. */
+export const layer = (options: Options = {}): Layer.Layer<TaskStore, ConfigurationError | StoreError, SqlClient.SqlClient> =>
+  Layer.scoped(TaskStore, make(options))
+
+/** The store with its own connection pool to `url`. */
+export const layerFromUrl = (
+  url: string | Redacted.Redacted,
+  options: Options & { readonly maxConnections?: number | undefined } = {}
+): Layer.Layer<TaskStore, ConfigurationError | StoreError> =>
+  layer(options).pipe(
+    Layer.provide(
+      PgClient.layer({
+        url: typeof url === "string" ? Redacted.make(url) : url,
+        maxConnections: options.maxConnections ?? 10,
+        applicationName: "hyrex"
+      }).pipe(Layer.mapError((cause) => new StoreError({ operation: "connect", cause })))
+    )
+  )
+
+/**
+ * The store configured from the environment: `DATABASE_URL` (required),
+ * `HYREX_SCHEMA`, `HYREX_MIGRATE` (true/false), `HYREX_MAX_CONNECTIONS`.
+ */
+export const layerConfig: Layer.Layer<TaskStore, ConfigurationError | StoreError | ConfigError.ConfigError> = Layer.unwrapEffect(
+  Effect.map(
+    Config.all({
+      url: Config.redacted("DATABASE_URL"),
+      schema: Config.string("HYREX_SCHEMA").pipe(Config.withDefault(defaults.schema)),
+      migrate: Config.boolean("HYREX_MIGRATE").pipe(Config.withDefault(defaults.migrate)),
+      maxConnections: Config.integer("HYREX_MAX_CONNECTIONS").pipe(Config.withDefault(10))
+    }),
+    ({ maxConnections, migrate, schema, url }) => layerFromUrl(url, { schema, migrate, maxConnections })
+  )
+)
+
+/** Runs the migrations only (for `hyrex migrate` or a deploy step). */
+export const migrate = (options: Pick<Options, "schema"> = {}): Effect.Effect<void, ConfigurationError | StoreError, SqlClient.SqlClient> =>
+  Effect.scoped(Effect.asVoid(make({ schema: options.schema, migrate: true })))
