@@ -22,6 +22,7 @@
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as Statement from "@effect/sql/Statement"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
@@ -186,32 +187,65 @@ export const make = (
     const fencedBy = (lease: Lease) =>
       sql`t.id = ${lease.taskId} AND t.attempt = ${lease.attempt} AND t.lease_owner = ${lease.owner} AND t.status = 'running'`
 
+    const dueIn = (queue: Statement.Fragment, names: Statement.Fragment, limit: Statement.Fragment) =>
+      sql`
+        SELECT l.*, row_number() OVER () AS rank FROM (
+          SELECT t.id, t.name, t.queue, t.status, t.priority, t.run_at FROM ${tasks} t
+          WHERE t.queue = ${queue}
+            AND t.status IN ('queued', 'running')
+            AND t.run_at <= now()
+            AND t.name = ${names}
+          ORDER BY t.priority DESC, t.run_at, t.id
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED
+        ) l`
+
     // One statement: lock up to `max` due tasks per queue (an index scan in
     // the claim order, so the rank is the scan order), take the best `max`
     // round-robin across queues (the only sort: at most queues × max rows),
     // and lease them, or end them `failed` if an expired lease used their
-    // last attempt.
-    const claimBatch = (request: ClaimRequest, names: ReadonlyArray<string>, max: number) =>
-      sql`
-        WITH candidates AS (
-          SELECT c.id, c.status, c.run_at FROM unnest(${request.queues}::text[]) AS q(queue)
-          CROSS JOIN LATERAL (
-            SELECT l.*, row_number() OVER () AS rank FROM (
-              SELECT t.id, t.status, t.priority, t.run_at FROM ${tasks} t
-              WHERE t.queue = q.queue
-                AND t.status IN ('queued', 'running')
-                AND t.run_at <= now()
-                AND t.name = ANY(${names}::text[])
-              ORDER BY t.priority DESC, t.run_at, t.id
-              LIMIT ${max}
-              FOR UPDATE SKIP LOCKED
-            ) l
-          ) c
+    // last attempt. Limited tasks are scanned per name, at most their free
+    // slots each, and merged with the rest in the same order. Leases run
+    // from `clock_timestamp()`: a claim that waited for a limit's lock still
+    // gets a full lease.
+    const claimBatch = (
+      request: ClaimRequest,
+      unlimited: ReadonlyArray<string>,
+      slots: ReadonlyArray<readonly [name: string, free: number]>,
+      max: number
+    ) => {
+      const queues = sql`unnest(${request.queues}::text[]) AS q(queue)`
+      const candidates = slots.length === 0
+        ? sql`
+          SELECT c.id, c.status, c.run_at FROM ${queues}
+          CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`ANY(${unlimited}::text[])`, sql`${max}`)}) c
           ORDER BY c.rank, c.priority DESC, c.run_at, c.id
-          LIMIT ${max}
-        ), decided AS (
+          LIMIT ${max}`
+        : sql`
+          SELECT m.id, m.status, m.run_at FROM (
+            SELECT p.*,
+              row_number() OVER (PARTITION BY p.queue ORDER BY p.priority DESC, p.run_at, p.id) AS turn,
+              row_number() OVER (PARTITION BY p.name ORDER BY p.priority DESC, p.run_at, p.id) AS slot
+            FROM (
+              ${
+          unlimited.length === 0 ? sql`` : sql`
+              SELECT c.*, NULL::int AS free FROM ${queues}
+              CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`ANY(${unlimited}::text[])`, sql`${max}`)}) c
+              UNION ALL`
+        }
+              SELECT c.*, s.free FROM ${queues}
+              CROSS JOIN unnest(${slots.map(([name]) => name)}::text[], ${slots.map(([, free]) => free)}::int[]) AS s(name, free)
+              CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`s.name`, sql`LEAST(s.free, ${max})`)}) c
+            ) p
+          ) m
+          WHERE m.free IS NULL OR m.slot <= m.free
+          ORDER BY m.turn, m.priority DESC, m.run_at, m.id
+          LIMIT ${max}`
+      return sql`
+        WITH candidates AS (${candidates}), decided AS (
           SELECT c.id, c.status AS previous_status, c.run_at AS due_at,
-            (c.status = 'running' AND t.attempt > t.max_retries) AS exhausted
+            (c.status = 'running' AND t.attempt > t.max_retries) AS exhausted,
+            clock_timestamp() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000) AS lease_until
           FROM candidates c JOIN ${tasks} t ON t.id = c.id
         )
         UPDATE ${tasks} t SET
@@ -222,10 +256,9 @@ export const make = (
             'worker', t.lease_owner, 'at', t.lease_expires_at))) ELSE t.errors END,
           lease_losses = t.lease_losses + CASE WHEN d.previous_status = 'running' THEN 1 ELSE 0 END,
           lease_owner = CASE WHEN d.exhausted THEN NULL ELSE ${request.workerId} END,
-          lease_expires_at = CASE WHEN d.exhausted THEN NULL
-            ELSE now() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000) END,
+          lease_expires_at = CASE WHEN d.exhausted THEN NULL ELSE d.lease_until END,
           run_at = CASE WHEN d.exhausted THEN t.run_at
-            ELSE now() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000)
+            ELSE d.lease_until
               + CASE WHEN t.attempt + 1 > t.max_retries THEN interval '0' ELSE ${retryDelay}(t.backoff, t.attempt + 1) END
             END,
           finished_at = CASE WHEN d.exhausted THEN now() ELSE NULL END,
@@ -252,32 +285,35 @@ export const make = (
           }))
         )
       )
+    }
 
-    // A limited task is claimed under an advisory lock on its name, so the
-    // count of live leases and the claim that follows cannot interleave with
-    // another worker's.
-    const claimLimited = (request: ClaimRequest, name: string, limit: number, max: number) =>
-      sql.withTransaction(Effect.gen(function*() {
-        yield* sql`SELECT pg_advisory_xact_lock(hashtext(${`hyrex:limit:${schema}:${name}`}))`
-        const [row] = yield* sql<{ readonly running: number }>`
-          SELECT count(*)::int AS running FROM ${tasks}
-          WHERE name = ${name} AND status = 'running' AND lease_expires_at > now()`
-        const free = Math.min(max, limit - (row?.running ?? 0))
-        return free <= 0 ? [] : yield* claimBatch(request, [name], free)
+    // Limited tasks are claimed under an advisory lock per name (taken in one
+    // order by every claimer, so they cannot deadlock): the count of live
+    // leases and the claim that follows cannot interleave with another
+    // worker's, and one statement still claims in priority order across
+    // limited and unlimited tasks.
+    const claim = (request: ClaimRequest) => {
+      const unlimited = request.names.filter((name) => request.limits[name] === undefined)
+      const limited = request.names.filter((name) => request.limits[name] !== undefined)
+      if (limited.length === 0) return claimBatch(request, unlimited, [], request.max)
+      return sql.withTransaction(Effect.gen(function*() {
+        yield* sql`
+          SELECT pg_advisory_xact_lock(h) FROM (
+            SELECT DISTINCT hashtext(${`hyrex:limit:${schema}:`} || name) AS h FROM unnest(${limited}::text[]) AS n(name)
+            ORDER BY h
+          ) locks`
+        const live = yield* sql<{ readonly name: string; readonly running: number }>`
+          SELECT name, count(*)::int AS running FROM ${tasks}
+          WHERE name = ANY(${limited}::text[]) AND status = 'running' AND lease_expires_at > clock_timestamp()
+          GROUP BY name`
+        const running = new Map(live.map((row) => [row.name, row.running]))
+        const slots = limited
+          .map((name) => [name, request.limits[name]! - (running.get(name) ?? 0)] as const)
+          .filter(([, free]) => free > 0)
+        if (unlimited.length === 0 && slots.length === 0) return []
+        return yield* claimBatch(request, unlimited, slots, request.max)
       }))
-
-    const claim = (request: ClaimRequest) =>
-      Effect.gen(function*() {
-        const unlimited = request.names.filter((name) => request.limits[name] === undefined)
-        const claimed: Array<ClaimedTask> = unlimited.length === 0 ? [] : [...yield* claimBatch(request, unlimited, request.max)]
-        for (const name of request.names) {
-          const limit = request.limits[name]
-          const free = request.max - claimed.length
-          if (limit === undefined || free <= 0) continue
-          claimed.push(...yield* claimLimited(request, name, limit, free))
-        }
-        return claimed
-      })
+    }
 
     const selectTask = (taskId: string) =>
       sql`SELECT * FROM ${tasks} WHERE id = ${taskId}`.pipe(
@@ -295,29 +331,40 @@ export const make = (
       })
 
     // Completions from all of this process's workers share round trips: one
-    // fenced UPDATE per batch, each row still conditional on its own lease.
+    // fenced UPDATE per batch, each row still conditional on its own lease. A
+    // lease completed twice in one batch succeeds once, as it would one after
+    // the other.
     const completeBatch = yield* Batcher.make<{ readonly lease: Lease; readonly result: unknown }, void, LeaseLost | StoreError>(
-      (items: ReadonlyArray<{ readonly lease: Lease; readonly result: unknown }>) =>
-        sql<{ readonly id: string; readonly attempt: number }>`
+      (items: ReadonlyArray<{ readonly lease: Lease; readonly result: unknown }>) => {
+        const keyOf = (lease: Lease) => `${lease.taskId}:${lease.attempt}:${lease.owner}`
+        const first = new Map<string, number>()
+        items.forEach(({ lease }, index) => {
+          if (!first.has(keyOf(lease))) first.set(keyOf(lease), index)
+        })
+        const unique = Array.from(first.values(), (index) => items[index]!)
+        return sql<{ readonly id: string; readonly attempt: number; readonly owner: string }>`
           UPDATE ${tasks} t SET status = 'succeeded', result = b.result::jsonb, lease_owner = NULL,
             lease_expires_at = NULL, finished_at = now(), updated_at = now()
           FROM unnest(
-            ${items.map((i) => i.lease.taskId)}::bigint[],
-            ${items.map((i) => i.lease.attempt)}::int[],
-            ${items.map((i) => i.lease.owner)}::text[],
-            ${items.map((i) => json(i.result))}::text[]
+            ${unique.map((i) => i.lease.taskId)}::bigint[],
+            ${unique.map((i) => i.lease.attempt)}::int[],
+            ${unique.map((i) => i.lease.owner)}::text[],
+            ${unique.map((i) => json(i.result))}::text[]
           ) AS b(id, attempt, owner, result)
           WHERE t.id = b.id AND t.attempt = b.attempt AND t.lease_owner = b.owner AND t.status = 'running'
-          RETURNING t.id::text AS id, t.attempt
+          RETURNING t.id::text AS id, t.attempt, b.owner
         `.pipe(
           wrap("complete"),
           Effect.map((rows) => {
-            const done = new Set(rows.map((row) => `${row.id}:${row.attempt}`))
-            return items.map(({ lease }) =>
-              done.has(`${lease.taskId}:${lease.attempt}`) ? Exit.void : Exit.fail<LeaseLost | StoreError>(new LeaseLost(lease))
+            const done = new Set(rows.map((row) => keyOf({ taskId: row.id, attempt: row.attempt, owner: row.owner })))
+            return items.map(({ lease }, index) =>
+              first.get(keyOf(lease)) === index && done.has(keyOf(lease))
+                ? Exit.void
+                : Exit.fail<LeaseLost | StoreError>(new LeaseLost(lease))
             )
           })
-        ),
+        )
+      },
       { maxBatch: 500, concurrency: 3 }
     )
     const complete = (lease: Lease, result: unknown) => completeBatch({ lease, result })

@@ -161,8 +161,12 @@ export const start = <Tasks extends Task.Any>(
           onTimeout: () => new StoreError({ operation: "heartbeat", cause: new Error("no answer within heartbeatInterval") })
         })
       )
-      if (!healthy) yield* Effect.logInfo("lease renewals succeed again; claiming resumes")
-      healthy = true
+      if (!healthy) {
+        // Wake-ups that came while unhealthy were dropped: claim at once.
+        healthy = true
+        yield* Effect.logInfo("lease renewals succeed again; claiming resumes")
+        yield* signal
+      }
       yield* armFence(startedAt)
       yield* Metrics.incrementBy(Metrics.leaseRenewals, held.length)
       const kept = new Set(held.map(leaseKey))

@@ -8,6 +8,7 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 
 const migrations = (schema: string) => {
   const create_tasks = Effect.gen(function*() {
@@ -95,5 +96,10 @@ export const migrate = (schema: string): Effect.Effect<void, SqlError | Migrator
         name text NOT NULL
       )`
     }))
-    yield* Migrator.make({})({ loader: Migrator.fromRecord(migrations(schema)), table })
+    // The Migrator turns a failing migration into a defect; it is an error here.
+    yield* Migrator.make({})({ loader: Migrator.fromRecord(migrations(schema)), table }).pipe(
+      Effect.catchSomeDefect((defect) =>
+        defect instanceof Migrator.MigrationError ? Option.some(Effect.fail(defect)) : Option.none()
+      )
+    )
   })
