@@ -1,0 +1,834 @@
+/**
+ * Worker semantics end to end through a store: `Worker.start` / `Worker.run`
+ * with tasks sent by `Task.send`. Faults (a worker cut off from the store, a
+ * partition, failing writes) are injected by wrapping the store
+ * (`makeFaults`), never by reaching into a store's internals.
+ */
+import { describe, expect } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Backoff from "../../src/Backoff.js"
+import * as Idempotency from "../../src/Idempotency.js"
+import * as Registry from "../../src/Registry.js"
+import * as Task from "../../src/Task.js"
+import * as TaskContext from "../../src/TaskContext.js"
+import { TaskStore } from "../../src/TaskStore.js"
+import * as Worker from "../../src/Worker.js"
+import {
+  advance,
+  advanceTo,
+  awaitStatus,
+  awaitTask,
+  durations,
+  eventually,
+  getTask,
+  makeFaults,
+  makeTest,
+  millis,
+  startWorker,
+  type StoreHarness,
+  whileAdvancing,
+  workerName,
+  workerOptions
+} from "../utils/StoreHarness.js"
+
+const Empty = Schema.Struct({})
+
+/** What handlers saw, in order. */
+const makeLog = <A>() => {
+  const entries: Array<A> = []
+  return {
+    entries,
+    add: (entry: A) =>
+      Effect.sync(() => {
+        entries.push(entry)
+      })
+  }
+}
+
+/** Tracks how many handlers run at once. */
+const makeGauge = () => {
+  let active = 0
+  let max = 0
+  return {
+    get max() {
+      return max
+    },
+    around: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          active += 1
+          max = Math.max(max, active)
+        }),
+        () => effect,
+        () =>
+          Effect.sync(() => {
+            active -= 1
+          })
+      )
+  }
+}
+
+interface Run {
+  readonly taskId: string
+  /** The worker's name (the `name` option), not its id. */
+  readonly worker: string
+  readonly attempt: number
+  readonly leaseLosses: number
+  /** When the handler started, on the worker's clock. */
+  readonly at: number
+}
+
+const currentRun: Effect.Effect<Run, never, TaskContext.TaskContext> = Effect.gen(function*() {
+  const ctx = yield* TaskContext.TaskContext
+  return {
+    taskId: ctx.taskId,
+    worker: workerName(ctx.workerId),
+    attempt: ctx.attempt,
+    leaseLosses: ctx.leaseLosses,
+    at: yield* Clock.currentTimeMillis
+  }
+})
+
+export const workerSuite = (harness: StoreHarness): void => {
+  const test = makeTest(harness)
+  const d = durations(harness)
+  const unit = millis(d.unit)
+  const ttl = millis(d.leaseTtl)
+  const testClock = harness.clock === "test-clock"
+
+  describe(`Worker (${harness.name})`, () => {
+    describe("running tasks", () => {
+      test("a task runs and succeeds with the context of its attempt", () =>
+        Effect.gen(function*() {
+          const contexts = makeLog<TaskContext.TaskContextShape>()
+          const task = Task.make("ctx.task", {
+            payload: Schema.Struct({ failFirst: Schema.Boolean }),
+            result: Schema.Struct({ key: Schema.String, attempt: Schema.Number }),
+            queue: "ctx",
+            maxRetries: 2,
+            retryBackoff: Backoff.none,
+            handler: ({ failFirst }) =>
+              Effect.gen(function*() {
+                const ctx = yield* TaskContext.TaskContext
+                yield* contexts.add(ctx)
+                if (failFirst && ctx.attempt === 1) return yield* Effect.fail(new Error("first attempt fails"))
+                return { key: ctx.idempotencyKey("charge"), attempt: ctx.attempt }
+              })
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), { name: "ctx" })
+          const plain = yield* task.send({ failFirst: false })
+          const retried = yield* task.send({ failFirst: true })
+          const plainDone = yield* awaitStatus(harness, plain, "succeeded")
+          const retriedDone = yield* awaitStatus(harness, retried, "succeeded")
+
+          expect(plainDone).toMatchObject({ attempt: 1, errors: [], leaseOwner: null })
+          expect(plainDone.finishedAt).not.toBeNull()
+          const ofPlain = contexts.entries.filter((ctx) => ctx.taskId === plain)
+          const ofRetried = contexts.entries.filter((ctx) => ctx.taskId === retried)
+          expect(ofPlain).toHaveLength(1)
+          expect(ofPlain[0]).toMatchObject({
+            taskId: plain,
+            name: "ctx.task",
+            queue: "ctx",
+            attempt: 1,
+            maxRetries: 2,
+            workerId: worker.handle.id,
+            leaseLosses: 0
+          })
+          expect(plainDone.result).toEqual({ key: ofPlain[0]!.idempotencyKey("charge"), attempt: 1 })
+
+          expect(ofRetried.map((ctx) => ctx.attempt)).toEqual([1, 2])
+          const [first, second] = ofRetried
+          expect(first!.idempotencyKey("charge")).toBe(second!.idempotencyKey("charge"))
+          expect(first!.idempotencyKey("charge")).not.toBe(first!.idempotencyKey("refund"))
+          expect(first!.idempotencyKey("charge")).not.toBe(ofPlain[0]!.idempotencyKey("charge"))
+          expect(retriedDone).toMatchObject({ attempt: 2, result: { key: first!.idempotencyKey("charge"), attempt: 2 } })
+          expect(retriedDone.errors).toMatchObject([{ attempt: 1, kind: "error", message: "first attempt fails" }])
+        }))
+
+      test("a worker serves only its queues", () =>
+        Effect.gen(function*() {
+          const onA = Task.make("on.a", { payload: Empty, queue: "a", handler: () => Effect.void })
+          const onB = Task.make("on.b", { payload: Empty, queue: "b", handler: () => Effect.void })
+          yield* startWorker(harness, Registry.make(onA, onB), { queues: ["a"] })
+          const a = yield* onA.send({})
+          const b = yield* onB.send({})
+          yield* awaitStatus(harness, a, "succeeded")
+          yield* advance(harness, d.unit)
+          expect(yield* getTask(b)).toMatchObject({ status: "queued", attempt: 0 })
+        }))
+
+      test("Worker.run serves until interrupted, then deregisters", () =>
+        Effect.gen(function*() {
+          const task = Task.make("run.task", { payload: Empty, handler: () => Effect.void })
+          const fiber = yield* Effect.fork(Worker.run(Registry.make(task), workerOptions(harness, { name: "runner" })))
+          const id = yield* task.send({})
+          yield* awaitStatus(harness, id, "succeeded")
+          const store = yield* TaskStore
+          const running = (yield* store.listWorkers).filter((worker) => worker.name === "runner")
+          expect(running).toHaveLength(1)
+          expect(running[0]).toMatchObject({ status: "running", queues: ["default"], concurrency: 10 })
+          yield* whileAdvancing(harness, Fiber.interrupt(fiber))
+          const stopped = (yield* store.listWorkers).filter((worker) => worker.name === "runner")
+          expect(stopped.map((worker) => worker.status)).toEqual(["stopped"])
+        }))
+    })
+
+    describe("retries and failures", () => {
+      test("retries exactly as the backoff says, then the task is dead with its full history", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<Run>()
+          const backoff = (attempt: number) => attempt * unit
+          const task = Task.make("flaky", {
+            payload: Empty,
+            queue: "retries",
+            maxRetries: 2,
+            retryBackoff: (attempt) => Duration.millis(backoff(attempt)),
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* runs.add(run)
+                return yield* Effect.fail(new Error(`boom ${run.attempt}`))
+              })
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), { name: "retrier" })
+          const id = yield* task.send({})
+          for (let attempt = 1; attempt <= 2; attempt++) {
+            const failed = yield* awaitTask(harness, id, (task) => task.errors.length === attempt)
+            const error = failed.errors[attempt - 1]!
+            expect(failed.status === "queued" || failed.attempt > attempt).toBe(true)
+            if (testClock) {
+              expect(failed.status).toBe("queued")
+              expect(failed.runAt.getTime() - error.at.getTime()).toBe(backoff(attempt))
+              yield* advanceTo(harness, failed.runAt.getTime() - 1)
+              expect(runs.entries).toHaveLength(attempt)
+            }
+            yield* eventually(harness, Effect.sync(() => expect(runs.entries).toHaveLength(attempt + 1)))
+            expect(runs.entries[attempt]!.at).toBeGreaterThanOrEqual(
+              error.at.getTime() + backoff(attempt) - millis(d.clockSlack)
+            )
+          }
+          const dead = yield* awaitStatus(harness, id, "failed")
+          expect(dead.attempt).toBe(3)
+          expect(dead.errors.map((error) => [error.attempt, error.kind, error.message, error.worker])).toEqual([
+            [1, "error", "boom 1", worker.handle.id],
+            [2, "error", "boom 2", worker.handle.id],
+            [3, "error", "boom 3", worker.handle.id]
+          ])
+          for (const error of dead.errors) expect(error.cause).toContain("boom")
+          yield* advance(harness, Duration.millis(4 * unit))
+          expect(runs.entries.map((run) => run.attempt)).toEqual([1, 2, 3])
+        }))
+
+      test("a permanent error ends the task failed after one attempt", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<string>()
+          const viaPermanent = Task.make("perm.wrap", {
+            payload: Empty,
+            maxRetries: 3,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.zipRight(runs.add("wrap"), Effect.fail(Task.permanent(new Error("no such invoice"))))
+          })
+          const viaFail = Task.make("perm.fail", {
+            payload: Empty,
+            maxRetries: 3,
+            retryBackoff: Backoff.none,
+            handler: () => Effect.zipRight(runs.add("fail"), Task.failPermanently("account closed"))
+          })
+          yield* startWorker(harness, Registry.make(viaPermanent, viaFail))
+          const wrapped = yield* viaPermanent.send({})
+          const failed = yield* viaFail.send({})
+          const first = yield* awaitStatus(harness, wrapped, "failed")
+          const second = yield* awaitStatus(harness, failed, "failed")
+          expect(first.attempt).toBe(1)
+          expect(first.errors).toHaveLength(1)
+          expect(first.errors[0]).toMatchObject({ attempt: 1, kind: "permanent" })
+          expect(first.errors[0]!.message).toContain("no such invoice")
+          expect(second.attempt).toBe(1)
+          expect(second.errors[0]).toMatchObject({ attempt: 1, kind: "permanent" })
+          expect(second.errors[0]!.message).toContain("account closed")
+          yield* advance(harness, d.unit)
+          expect(runs.entries.sort()).toEqual(["fail", "wrap"])
+        }))
+
+      test("a defect is recorded with kind defect and its pretty cause, and retried", () =>
+        Effect.gen(function*() {
+          const task = Task.make("defective", {
+            payload: Empty,
+            maxRetries: 1,
+            retryBackoff: Backoff.none,
+            handler: () => Effect.die(new Error("kaboom"))
+          })
+          yield* startWorker(harness, Registry.make(task))
+          const id = yield* task.send({})
+          const dead = yield* awaitStatus(harness, id, "failed")
+          expect(dead.attempt).toBe(2)
+          expect(dead.errors.map((error) => [error.attempt, error.kind, error.message])).toEqual([
+            [1, "defect", "kaboom"],
+            [2, "defect", "kaboom"]
+          ])
+          expect(dead.errors[0]!.cause).toContain("kaboom")
+        }))
+
+      test("an attempt that runs past the task's timeout fails with kind timeout", () =>
+        Effect.gen(function*() {
+          const interrupted = makeLog<number>()
+          const task = Task.make("slowpoke", {
+            payload: Empty,
+            maxRetries: 1,
+            retryBackoff: Backoff.none,
+            timeout: d.unit,
+            handler: () =>
+              Effect.flatMap(TaskContext.TaskContext, (ctx) =>
+                Effect.never.pipe(Effect.onInterrupt(() => interrupted.add(ctx.attempt))))
+          })
+          yield* startWorker(harness, Registry.make(task))
+          const id = yield* task.send({})
+          const dead = yield* awaitStatus(harness, id, "failed")
+          expect(dead.errors.map((error) => [error.attempt, error.kind])).toEqual([[1, "timeout"], [2, "timeout"]])
+          expect(dead.errors[0]!.message).toContain("timed out")
+          expect(interrupted.entries).toEqual([1, 2])
+        }))
+
+      test("a stored payload that no longer decodes fails the task with kind decode; others still run", () =>
+        Effect.gen(function*() {
+          const seen = makeLog<number>()
+          const task = Task.make("typed", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            maxRetries: 3,
+            retryBackoff: Backoff.none,
+            handler: ({ n }) => seen.add(n)
+          })
+          const store = yield* TaskStore
+          const [bad] = yield* store.enqueue([{
+            name: "typed",
+            queue: "default",
+            payload: { n: "not a number" },
+            priority: 0,
+            maxRetries: 3,
+            backoff: [0, 0, 0],
+            delayMillis: 0
+          }])
+          const good = yield* task.send({ n: 7 })
+          yield* startWorker(harness, Registry.make(task))
+          const failed = yield* awaitStatus(harness, bad!, "failed")
+          expect(failed.attempt).toBe(1)
+          expect(failed.errors).toHaveLength(1)
+          expect(failed.errors[0]).toMatchObject({ attempt: 1, kind: "decode" })
+          yield* awaitStatus(harness, good, "succeeded")
+          const after = yield* task.send({ n: 8 })
+          yield* awaitStatus(harness, after, "succeeded")
+          expect(seen.entries).toEqual([7, 8])
+        }))
+    })
+
+    describe("leases", () => {
+      test("heartbeats keep a long task alive: no takeover, exactly one execution", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<Run>()
+          const task = Task.make("long", {
+            payload: Empty,
+            result: Schema.String,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* runs.add(run)
+                yield* Effect.sleep(Duration.millis(3 * ttl))
+                return run.worker
+              })
+          })
+          const registry = Registry.make(task)
+          yield* startWorker(harness, registry, { name: "A" })
+          const id = yield* task.send({})
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries).toHaveLength(1)))
+          yield* startWorker(harness, registry, { name: "B" })
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          expect(done).toMatchObject({ attempt: 1, leaseLosses: 0, errors: [], result: "A" })
+          expect(runs.entries.map((run) => run.worker)).toEqual(["A"])
+        }))
+
+      test("a worker cut off from the store stops claiming, fences itself, and another worker takes over", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const events = makeLog<string>()
+          const interruptedAt = makeLog<number>()
+          const hang = Task.make("hang", {
+            payload: Empty,
+            result: Schema.String,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* events.add(`start ${run.worker} ${run.attempt}`)
+                if (run.worker !== "A") return `${run.worker} after ${run.leaseLosses} lost lease(s)`
+                return yield* Effect.never.pipe(Effect.onInterrupt(() =>
+                  Effect.zipRight(
+                    events.add(`interrupted ${run.worker} ${run.attempt}`),
+                    Effect.flatMap(Clock.currentTimeMillis, interruptedAt.add)
+                  )
+                ))
+              })
+          })
+          const side = Task.make("side", {
+            payload: Empty,
+            handler: () => Effect.flatMap(currentRun, (run) => events.add(`side ${run.worker}`))
+          })
+          const registry = Registry.make(hang, side)
+          const a = yield* startWorker(harness, registry, { name: "A" }, faults.store)
+          const id = yield* hang.send({})
+          yield* awaitTask(harness, id, (task) => task.leaseOwner === a.handle.id)
+          yield* startWorker(harness, registry, { name: "B" }, faults.store)
+          expect(yield* a.handle.healthy).toBe(true)
+
+          yield* faults.cutOff("A")
+          yield* eventually(harness, Effect.map(a.handle.healthy, (healthy) => expect(healthy).toBe(false)))
+          const expiry = (yield* getTask(id)).leaseExpiresAt!.getTime()
+
+          // A no longer claims: new work goes to B although A has free slots.
+          const sideId = yield* side.send({})
+          yield* awaitStatus(harness, sideId, "succeeded")
+          expect(events.entries.filter((event) => event.startsWith("side"))).toEqual(["side B"])
+
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          expect(done).toMatchObject({ attempt: 2, result: "B after 1 lost lease(s)", leaseLosses: 1 })
+          expect(done.errors).toHaveLength(1)
+          expect(done.errors[0]).toMatchObject({ attempt: 1, kind: "lease_expired", worker: a.handle.id })
+          // A stopped its attempt before B could start the next one.
+          const interrupted = events.entries.indexOf("interrupted A 1")
+          expect(interrupted).toBeGreaterThanOrEqual(0)
+          expect(interrupted).toBeLessThan(events.entries.indexOf("start B 2"))
+          if (testClock) expect(interruptedAt.entries[0]!).toBeLessThan(expiry)
+          expect(yield* a.handle.inFlight).toEqual([])
+
+          // Reconnected, A claims again and changes nothing of the finished task.
+          yield* faults.restore("A")
+          yield* eventually(harness, Effect.map(a.handle.healthy, (healthy) => expect(healthy).toBe(true)))
+          yield* advance(harness, d.leaseTtl)
+          expect(yield* getTask(id)).toMatchObject({ status: "succeeded", attempt: 2, result: done.result })
+          expect((yield* faults.writes).filter((write) => write.lease.owner === a.handle.id)).toEqual([])
+        }))
+
+      test("a completion that lands after the lease was taken over is rejected", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const task = Task.make("race", {
+            payload: Empty,
+            result: Schema.String,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                // A's answer is held by a partition until after its lease expired.
+                if (run.worker === "A") yield* faults.partition("A")
+                return `${run.worker}:${run.attempt}`
+              })
+          })
+          const registry = Registry.make(task)
+          const a = yield* startWorker(harness, registry, { name: "A" }, faults.store)
+          const id = yield* task.send({})
+          yield* eventually(harness, Effect.map(a.handle.healthy, (healthy) => expect(healthy).toBe(false)))
+          yield* startWorker(harness, registry, { name: "B" }, faults.store)
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          expect(done).toMatchObject({ attempt: 2, result: "B:2", leaseLosses: 1 })
+
+          yield* faults.restore("A")
+          const stale = yield* eventually(
+            harness,
+            Effect.map(faults.writes, (writes) => {
+              const fromA = writes.filter((write) => write.lease.owner === a.handle.id)
+              expect(fromA).toHaveLength(1)
+              return fromA[0]!
+            })
+          )
+          expect(stale).toMatchObject({ op: "complete", lease: { taskId: id, attempt: 1 }, outcome: "LeaseLost" })
+          expect(yield* getTask(id)).toMatchObject({ status: "succeeded", attempt: 2, result: "B:2" })
+        }))
+
+      test("a stale worker whose task was cancelled mid-run does not mark it succeeded", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const release = yield* Deferred.make<void>()
+          const started = makeLog<string>()
+          const task = Task.make("cancel.race", {
+            payload: Empty,
+            handler: () => Effect.zipRight(started.add("started"), Deferred.await(release))
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), { name: "A" }, faults.store)
+          const id = yield* task.send({})
+          yield* eventually(harness, Effect.sync(() => expect(started.entries).toEqual(["started"])))
+          const store = yield* TaskStore
+          yield* store.cancel(id)
+          // The handler finishes before or after the worker notices: either way it must not commit.
+          yield* Deferred.succeed(release, undefined)
+          yield* eventually(harness, Effect.map(worker.handle.inFlight, (leases) => expect(leases).toEqual([])))
+          yield* advance(harness, d.leaseTtl)
+          expect(yield* getTask(id)).toMatchObject({ status: "cancelled" })
+          const completes = (yield* faults.writes).filter((write) => write.op === "complete")
+          expect(completes.every((write) => write.outcome === "LeaseLost")).toBe(true)
+        }))
+
+      test("cancelling a running task interrupts its handler at the next heartbeat; it stays cancelled", () =>
+        Effect.gen(function*() {
+          const interrupted = makeLog<string>()
+          const hang = Task.make("cancel.hang", {
+            payload: Empty,
+            handler: () =>
+              Effect.flatMap(TaskContext.TaskContext, (ctx) =>
+                Effect.never.pipe(Effect.onInterrupt(() => interrupted.add(ctx.taskId))))
+          })
+          const quick = Task.make("cancel.quick", { payload: Empty, handler: () => Effect.void })
+          const worker = yield* startWorker(harness, Registry.make(hang, quick))
+          const id = yield* hang.send({})
+          yield* awaitStatus(harness, id, "running")
+          const store = yield* TaskStore
+          yield* store.cancel(id)
+          yield* eventually(harness, Effect.sync(() => expect(interrupted.entries).toEqual([id])))
+          yield* eventually(harness, Effect.map(worker.handle.inFlight, (leases) => expect(leases).toEqual([])))
+          yield* advance(harness, Duration.millis(2 * ttl))
+          const task = yield* getTask(id)
+          expect(task).toMatchObject({ status: "cancelled", attempt: 1, errors: [] })
+          // The worker goes on with other work.
+          const next = yield* quick.send({})
+          yield* awaitStatus(harness, next, "succeeded")
+        }))
+
+      test("a task retried while its cancelled attempt still winds down runs once more, under renewed leases", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<Run>()
+          const windingDown = makeLog<number>()
+          const task = Task.make("rewound", {
+            payload: Empty,
+            result: Schema.Number,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* runs.add(run)
+                if (run.attempt === 1) {
+                  // Cleaning up after the interruption takes a while.
+                  return yield* Effect.never.pipe(Effect.onInterrupt(() =>
+                    Effect.zipRight(windingDown.add(run.attempt), Effect.sleep(Duration.millis(ttl / 2)))
+                  ))
+                }
+                yield* Effect.sleep(Duration.millis(3 * ttl))
+                return run.attempt
+              })
+          })
+          yield* startWorker(harness, Registry.make(task), { name: "solo" })
+          const id = yield* task.send({})
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries).toHaveLength(1)))
+          const store = yield* TaskStore
+          yield* store.cancel(id)
+          yield* eventually(harness, Effect.sync(() => expect(windingDown.entries).toEqual([1])))
+          yield* store.retry(id)
+          const done = yield* awaitTask(harness, id, (task) => task.status !== "queued" && task.status !== "running")
+          expect(done).toMatchObject({ status: "succeeded", attempt: 2, leaseLosses: 0, errors: [], result: 2 })
+          expect(runs.entries.map((run) => run.attempt)).toEqual([1, 2])
+        }))
+
+      test("a poison task whose lease always expires ends dead after maxRetries", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const runs = makeLog<Run>()
+          // Whoever runs it loses the store (as if the task wedged its process) and hangs.
+          const poison = Task.make("poison", {
+            payload: Empty,
+            maxRetries: 2,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* runs.add(run)
+                yield* faults.cutOff(run.worker)
+                return yield* Effect.never
+              })
+          })
+          const registry = Registry.make(poison)
+          for (const name of ["p1", "p2", "p3", "p4"]) yield* startWorker(harness, registry, { name }, faults.store)
+          const id = yield* poison.send({})
+          const dead = yield* awaitStatus(harness, id, "failed")
+          expect(dead).toMatchObject({ attempt: 3, leaseLosses: 3, leaseOwner: null })
+          expect(dead.errors.map((error) => [error.attempt, error.kind])).toEqual([
+            [1, "lease_expired"],
+            [2, "lease_expired"],
+            [3, "lease_expired"]
+          ])
+          expect(runs.entries.map((run) => run.attempt)).toEqual([1, 2, 3])
+          expect(new Set(runs.entries.map((run) => run.worker)).size).toBe(3)
+          yield* advance(harness, Duration.millis(3 * ttl))
+          expect(runs.entries).toHaveLength(3)
+          expect((yield* getTask(id)).status).toBe("failed")
+        }))
+
+      test("a store failure while recording a failed attempt is retried", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const task = Task.make("fail.persisted", {
+            payload: Empty,
+            result: Schema.Number,
+            maxRetries: 1,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.flatMap(currentRun, (run) =>
+                run.attempt === 1 ? Effect.fail(new Error("first attempt fails")) : Effect.succeed(run.attempt))
+          })
+          yield* faults.failNext("fail", 2)
+          yield* startWorker(harness, Registry.make(task), {}, faults.store)
+          const id = yield* task.send({})
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          expect(done).toMatchObject({ attempt: 2, result: 2, leaseLosses: 0 })
+          expect(done.errors).toMatchObject([{ attempt: 1, kind: "error", message: "first attempt fails" }])
+          const writes = yield* faults.writes
+          expect(writes.map((write) => [write.op, write.outcome])).toEqual([["fail", "ok"], ["complete", "ok"]])
+        }))
+
+      test("a store failure during complete does not lose the outcome", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const runs = makeLog<number>()
+          const task = Task.make("persisted", {
+            payload: Empty,
+            result: Schema.String,
+            handler: () => Effect.flatMap(currentRun, (run) => Effect.as(runs.add(run.attempt), "done"))
+          })
+          yield* faults.failNext("complete", 2)
+          yield* startWorker(harness, Registry.make(task), {}, faults.store)
+          const id = yield* task.send({})
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          expect(done).toMatchObject({ attempt: 1, result: "done", errors: [] })
+          expect(runs.entries).toEqual([1])
+          const writes = yield* faults.writes
+          expect(writes.map((write) => [write.op, write.outcome])).toEqual([["complete", "ok"]])
+        }))
+    })
+
+    describe("drain", () => {
+      test("stopping a worker lets an in-flight task finish within drainTimeout; nothing new is claimed", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<string>()
+          const task = Task.make("drain.quick", {
+            payload: Empty,
+            handler: () =>
+              Effect.flatMap(TaskContext.TaskContext, (ctx) =>
+                Effect.zipRight(runs.add(ctx.taskId), Effect.sleep(Duration.millis(unit / 2))))
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), {
+            name: "drainer",
+            concurrency: 1,
+            drainTimeout: Duration.millis(4 * unit)
+          })
+          const first = yield* task.send({})
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries).toEqual([first])))
+          const second = yield* task.send({})
+          yield* worker.stop
+          expect(yield* getTask(first)).toMatchObject({ status: "succeeded", attempt: 1, errors: [] })
+          expect(yield* getTask(second)).toMatchObject({ status: "queued", attempt: 0 })
+          expect(runs.entries).toEqual([first])
+          const store = yield* TaskStore
+          const workers = yield* store.listWorkers
+          expect(workers.find((w) => w.id === worker.handle.id)).toMatchObject({ status: "stopped" })
+        }))
+
+      test("a task still running at drainTimeout is released without charging its attempt", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<Run>()
+          const interrupted = makeLog<string>()
+          const task = Task.make("drain.slow", {
+            payload: Empty,
+            result: Schema.String,
+            maxRetries: 0,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* runs.add(run)
+                if (run.worker !== "first") return run.worker
+                return yield* Effect.never.pipe(Effect.onInterrupt(() => interrupted.add(run.worker)))
+              })
+          })
+          const registry = Registry.make(task)
+          const first = yield* startWorker(harness, registry, { name: "first", drainTimeout: d.unit })
+          const id = yield* task.send({})
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries).toHaveLength(1)))
+          yield* first.stop
+          expect(interrupted.entries).toEqual(["first"])
+          const released = yield* getTask(id)
+          expect(released).toMatchObject({ status: "queued", leaseOwner: null, errors: [], leaseLosses: 0 })
+          const store = yield* TaskStore
+          expect((yield* store.listWorkers).find((w) => w.id === first.handle.id)).toMatchObject({ status: "stopped" })
+
+          yield* startWorker(harness, registry, { name: "second" })
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          // maxRetries 0: had the drain charged the attempt, there would be none left.
+          expect(done).toMatchObject({ attempt: 1, result: "second", errors: [] })
+          expect(runs.entries.map((run) => [run.worker, run.attempt])).toEqual([["first", 1], ["second", 1]])
+        }))
+    })
+
+    describe("drain (continued)", () => {
+      test("heartbeats keep running during a drain longer than the lease TTL", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<Run>()
+          const task = Task.make("drain.long", {
+            payload: Empty,
+            result: Schema.String,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.gen(function*() {
+                const run = yield* currentRun
+                yield* runs.add(run)
+                yield* Effect.sleep(Duration.millis(2 * ttl))
+                return run.worker
+              })
+          })
+          const registry = Registry.make(task)
+          const draining = yield* startWorker(harness, registry, {
+            name: "draining",
+            drainTimeout: Duration.millis(4 * ttl)
+          })
+          const id = yield* task.send({})
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries).toHaveLength(1)))
+          yield* startWorker(harness, registry, { name: "standby" })
+          yield* draining.stop
+          const done = yield* getTask(id)
+          expect(done).toMatchObject({ status: "succeeded", attempt: 1, leaseLosses: 0, errors: [], result: "draining" })
+          expect(runs.entries.map((run) => run.worker)).toEqual(["draining"])
+        }))
+
+      test("a store failure while releasing at drain is retried", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const task = Task.make("drain.release", {
+            payload: Empty,
+            maxRetries: 0,
+            handler: () => Effect.never
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), { name: "leaving" }, faults.store)
+          const id = yield* task.send({})
+          yield* awaitTask(harness, id, (task) => task.leaseOwner === worker.handle.id)
+          yield* faults.failNext("release", 1)
+          yield* worker.stop
+          expect(yield* getTask(id)).toMatchObject({ status: "queued", leaseOwner: null, errors: [] })
+          expect((yield* faults.writes).map((write) => [write.op, write.outcome])).toEqual([["release", "ok"]])
+        }))
+
+      test("stopping a worker while its claim is on the way loses no attempt", () =>
+        Effect.gen(function*() {
+          const faults = yield* makeFaults
+          const runs = makeLog<Run>()
+          const task = Task.make("claim.race", {
+            payload: Empty,
+            result: Schema.String,
+            maxRetries: 0,
+            handler: () => Effect.flatMap(currentRun, (run) => Effect.as(runs.add(run), run.worker))
+          })
+          const registry = Registry.make(task)
+          // Slow, but well within the lease: the worker must wait for the answer, then give the task back.
+          yield* faults.slowClaims("slow", Duration.millis(ttl / 2))
+          const slow = yield* startWorker(harness, registry, { name: "slow" }, faults.store)
+          const id = yield* task.send({})
+          // Leased in the store while the answer is still on its way to the worker.
+          yield* awaitTask(harness, id, (task) => task.leaseOwner === slow.handle.id)
+          expect(runs.entries).toEqual([])
+          yield* slow.stop
+          yield* startWorker(harness, registry, { name: "next" })
+          const done = yield* awaitTask(harness, id, (task) => task.status === "succeeded" || task.status === "failed")
+          expect(done).toMatchObject({ status: "succeeded", attempt: 1, leaseLosses: 0, errors: [] })
+          expect(runs.entries).toHaveLength(1)
+        }))
+    })
+
+    describe("concurrency", () => {
+      test("maxConcurrency holds across a fleet of workers", () =>
+        Effect.gen(function*() {
+          const gauge = makeGauge()
+          const runs = makeLog<string>()
+          const task = Task.make("exclusive", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            maxConcurrency: 1,
+            handler: ({ n }) =>
+              gauge.around(Effect.zipRight(runs.add(`task ${n}`), Effect.sleep(Duration.millis(unit / 5))))
+          })
+          const registry = Registry.make(task)
+          for (const name of ["f1", "f2", "f3"]) yield* startWorker(harness, registry, { name })
+          const ids = yield* task.sendBatch([1, 2, 3, 4, 5].map((n) => ({ n })))
+          for (const id of ids) yield* awaitStatus(harness, id, "succeeded")
+          expect(gauge.max).toBe(1)
+          expect(runs.entries.sort()).toEqual(["task 1", "task 2", "task 3", "task 4", "task 5"])
+          for (const id of ids) expect((yield* getTask(id)).attempt).toBe(1)
+        }))
+
+      test("concurrency bounds one worker's in-flight tasks", () =>
+        Effect.gen(function*() {
+          const gauge = makeGauge()
+          const task = Task.make("bounded", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: () => gauge.around(Effect.sleep(Duration.millis(unit / 5)))
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), { concurrency: 2 })
+          const ids = yield* task.sendBatch([1, 2, 3, 4, 5].map((n) => ({ n })))
+          yield* eventually(harness, Effect.map(worker.handle.inFlight, (leases) => expect(leases).toHaveLength(2)))
+          for (const id of ids) yield* awaitStatus(harness, id, "succeeded")
+          expect(gauge.max).toBe(2)
+        }))
+    })
+
+    describe("idempotency", () => {
+      test("Idempotency.once runs its effect once across retries", () =>
+        Effect.gen(function*() {
+          let charges = 0
+          let notes = 0
+          const seen = makeLog<{ readonly attempt: number; readonly charge: unknown; readonly noted: unknown }>()
+          const Charge = Schema.Struct({ chargeId: Schema.String, amount: Schema.NumberFromString })
+          const task = Task.make("idempotent", {
+            payload: Schema.Struct({ invoice: Schema.String }),
+            result: Schema.String,
+            maxRetries: 2,
+            retryBackoff: Backoff.none,
+            handler: ({ invoice }) =>
+              Effect.gen(function*() {
+                const ctx = yield* TaskContext.TaskContext
+                const charge = yield* Idempotency.once(
+                  `charge:${invoice}`,
+                  Effect.sync(() => {
+                    charges += 1
+                    return { chargeId: `ch_${charges}`, amount: 12.5 }
+                  }),
+                  { schema: Charge }
+                )
+                const noted = yield* Idempotency.once(
+                  `note:${invoice}`,
+                  Effect.sync(() => {
+                    notes += 1
+                    return "a value that is not kept"
+                  })
+                )
+                yield* seen.add({ attempt: ctx.attempt, charge, noted })
+                if (ctx.attempt === 1) return yield* Effect.fail(new Error("crashed after charging"))
+                return charge.chargeId
+              })
+          })
+          yield* startWorker(harness, Registry.make(task))
+          const id = yield* task.send({ invoice: "inv_1" })
+          const done = yield* awaitStatus(harness, id, "succeeded")
+          expect(done).toMatchObject({ attempt: 2, result: "ch_1" })
+          expect(charges).toBe(1)
+          expect(notes).toBe(1)
+          expect(seen.entries).toEqual([
+            { attempt: 1, charge: { chargeId: "ch_1", amount: 12.5 }, noted: undefined },
+            { attempt: 2, charge: { chargeId: "ch_1", amount: 12.5 }, noted: undefined }
+          ])
+          const store = yield* TaskStore
+          expect(yield* store.getIdempotent("charge:inv_1")).toEqual(Option.some({ chargeId: "ch_1", amount: "12.5" }))
+          expect(Option.isSome(yield* store.getIdempotent("note:inv_1"))).toBe(true)
+        }))
+    })
+  })
+}
