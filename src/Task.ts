@@ -11,6 +11,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Backoff from "./Backoff.js"
 import { ConfigurationError, PayloadError, PermanentError, type StoreError } from "./Errors.js"
+import * as TraceParent from "./internal/traceParent.js"
 import { type EnqueueRequest, TaskStore } from "./TaskStore.js"
 
 /** @internal */
@@ -150,6 +151,7 @@ export const make = <const Name extends string, A, I, Out, OutI, E = never, R = 
   const sendBatch = (payloads: Iterable<A>, batch: SendBatchOptions<A> = {}) =>
     Effect.gen(function*() {
       const store = yield* TaskStore
+      const traceParent = yield* TraceParent.current
       const delayMillis = batch.delay === undefined ? 0 : Math.max(0, Duration.toMillis(batch.delay))
       const requests = yield* Effect.forEach(Array.from(payloads), (payload, index) =>
         Effect.gen(function*() {
@@ -167,7 +169,8 @@ export const make = <const Name extends string, A, I, Out, OutI, E = never, R = 
             maxRetries: delays.length,
             backoff: delays.map(Duration.toMillis),
             delayMillis,
-            idempotencyKey: batch.idempotencyKey?.(payload, index)
+            idempotencyKey: batch.idempotencyKey?.(payload, index),
+            traceParent
           }
           return request
         }))

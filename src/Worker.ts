@@ -36,6 +36,7 @@ import * as Stream from "effect/Stream"
 import * as os from "node:os"
 import { type ConfigurationError, DecodeError, LeaseLost, StoreError, TaskTimeout } from "./Errors.js"
 import * as AttemptFailure from "./internal/attemptFailure.js"
+import * as TraceParent from "./internal/traceParent.js"
 import * as Metrics from "./Metrics.js"
 import type * as Registry from "./Registry.js"
 import type * as Task from "./Task.js"
@@ -287,6 +288,7 @@ export const start = <Tasks extends Task.Any>(
         Effect.withSpan("hyrex.attempt", {
           // A stack trace per attempt costs more than a no-op handler.
           captureStackTrace: false,
+          links: TraceParent.links(claimed.traceParent),
           attributes: {
             "hyrex.task": claimed.name,
             "hyrex.task_id": claimed.lease.taskId,

@@ -152,6 +152,26 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(retriedDone.errors).toMatchObject([{ attempt: 1, kind: "error", message: "first attempt fails" }])
         }))
 
+      test("an attempt's span links to the span that sent the task", () =>
+        Effect.gen(function*() {
+          const seen = makeLog<{ readonly name: string; readonly links: ReadonlyArray<string> }>()
+          const task = Task.make("traced.task", {
+            payload: Empty,
+            handler: () =>
+              Effect.flatMap(Effect.orDie(Effect.currentSpan), (span) =>
+                seen.add({ name: span.name, links: span.links.map((link) => `${link.span.traceId}/${link.span.spanId}`) }))
+          })
+          yield* startWorker(harness, Registry.make(task))
+          const producer = yield* Effect.makeSpan("producer")
+          const id = yield* task.send({}).pipe(Effect.withParentSpan(producer))
+          yield* awaitStatus(harness, id, "succeeded")
+          expect(seen.entries).toHaveLength(1)
+          expect(seen.entries[0]!.name).toBe("hyrex.attempt")
+          // The link points at the send span, a child of the producer's span: same trace.
+          expect(seen.entries[0]!.links).toHaveLength(1)
+          expect(seen.entries[0]!.links[0]).toMatch(new RegExp(`^${producer.traceId}/[0-9a-f]{16}$`))
+        }))
+
       test("a worker serves only its queues", () =>
         Effect.gen(function*() {
           const onA = Task.make("on.a", { payload: Empty, queue: "a", handler: () => Effect.void })
