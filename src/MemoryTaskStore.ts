@@ -187,14 +187,18 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
             }
           }
           // As in Postgres: best first within a queue, round-robin across queues,
-          // so a flooded queue cannot starve a quiet one.
+          // so a flooded queue cannot starve a quiet one (between equals, the
+          // queue listed first; workers rotate the list).
           const order = (a: Candidate, b: Candidate) =>
             b.row.priority - a.row.priority || a.dueAt - b.dueAt || a.row.seq - b.row.seq
           const rank = new Map<Candidate, number>()
           for (const queue of queues) {
             candidates.filter((c) => c.row.queue === queue).sort(order).forEach((c, index) => rank.set(c, index))
           }
-          candidates.sort((a, b) => rank.get(a)! - rank.get(b)! || order(a, b))
+          const position = (c: Candidate) => request.queues.indexOf(c.row.queue)
+          candidates.sort((a, b) =>
+            rank.get(a)! - rank.get(b)! || b.row.priority - a.row.priority || position(a) - position(b) || order(a, b)
+          )
           const running = new Map<string, number>()
           for (const row of rows.values()) {
             if (row.status === "running" && row.leaseExpiresAt !== null && row.leaseExpiresAt > at) {

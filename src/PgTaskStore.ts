@@ -202,7 +202,8 @@ export const make = (
 
     // One statement: lock up to `max` due tasks per queue (an index scan in
     // the claim order, so the rank is the scan order), take the best `max`
-    // round-robin across queues (the only sort: at most queues × max rows),
+    // round-robin across queues (the only sort: at most queues × max rows;
+    // between equals the queue listed first wins, and workers rotate the list),
     // and lease them, or end them `failed` if an expired lease used their
     // last attempt. Limited tasks are scanned per name, at most their free
     // slots each, and merged with the rest in the same order. Leases run
@@ -214,12 +215,12 @@ export const make = (
       slots: ReadonlyArray<readonly [name: string, free: number]>,
       max: number
     ) => {
-      const queues = sql`unnest(${request.queues}::text[]) AS q(queue)`
+      const queues = sql`unnest(${request.queues}::text[]) WITH ORDINALITY AS q(queue, pos)`
       const candidates = slots.length === 0
         ? sql`
           SELECT c.id, c.status, c.run_at FROM ${queues}
           CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`ANY(${unlimited}::text[])`, sql`${max}`)}) c
-          ORDER BY c.rank, c.priority DESC, c.run_at, c.id
+          ORDER BY c.rank, c.priority DESC, q.pos, c.run_at, c.id
           LIMIT ${max}`
         : sql`
           SELECT m.id, m.status, m.run_at FROM (
@@ -229,17 +230,17 @@ export const make = (
             FROM (
               ${
           unlimited.length === 0 ? sql`` : sql`
-              SELECT c.*, NULL::int AS free FROM ${queues}
+              SELECT c.*, q.pos, NULL::int AS free FROM ${queues}
               CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`ANY(${unlimited}::text[])`, sql`${max}`)}) c
               UNION ALL`
         }
-              SELECT c.*, s.free FROM ${queues}
+              SELECT c.*, q.pos, s.free FROM ${queues}
               CROSS JOIN unnest(${slots.map(([name]) => name)}::text[], ${slots.map(([, free]) => free)}::int[]) AS s(name, free)
               CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`s.name`, sql`LEAST(s.free, ${max})`)}) c
             ) p
           ) m
           WHERE m.free IS NULL OR m.slot <= m.free
-          ORDER BY m.turn, m.priority DESC, m.run_at, m.id
+          ORDER BY m.turn, m.priority DESC, m.pos, m.run_at, m.id
           LIMIT ${max}`
       return sql`
         WITH candidates AS (${candidates}), decided AS (

@@ -70,6 +70,10 @@ export interface EnqueueRequest {
 /** What a worker asks for when it has free capacity. */
 export interface ClaimRequest {
   readonly workerId: string
+  /**
+   * Served round-robin: the best task of each queue, then the second best,
+   * and so on; at equal rank and priority the queue listed first wins.
+   */
   readonly queues: ReadonlyArray<string>
   /** Only tasks with these names are claimed: the worker can run nothing else. */
   readonly names: ReadonlyArray<string>

@@ -37,6 +37,7 @@ import * as os from "node:os"
 import { type ConfigurationError, DecodeError, LeaseLost, StoreError, TaskTimeout } from "./Errors.js"
 import * as AttemptFailure from "./internal/attemptFailure.js"
 import * as TraceParent from "./internal/traceParent.js"
+import { bounded } from "./internal/bounded.js"
 import * as Metrics from "./Metrics.js"
 import type * as Registry from "./Registry.js"
 import type * as Task from "./Task.js"
@@ -99,6 +100,7 @@ export const start = <Tasks extends Task.Any>(
 
     const running = new Map<string, InFlight>()
     let accepting = true
+    let turn = 0
     let healthy = true
 
     yield* Effect.annotateLogsScoped({ worker: id })
@@ -115,6 +117,7 @@ export const start = <Tasks extends Task.Any>(
     })
     yield* Effect.addFinalizer(() =>
       store.deregisterWorker(id).pipe(
+        bounded("deregisterWorker", config.heartbeatInterval),
         Effect.tap(() => Effect.logInfo("worker stopped")),
         Effect.catchAll((error) => Effect.logWarning("could not deregister; the row will be marked dead", error))
       )
@@ -157,10 +160,7 @@ export const start = <Tasks extends Task.Any>(
       const startedAt = yield* Clock.currentTimeMillis
       const leases = Array.from(running.values(), (entry) => entry.lease)
       const held = yield* store.heartbeat({ workerId: id, leases, leaseTtlMillis }).pipe(
-        Effect.timeoutFail({
-          duration: config.heartbeatInterval,
-          onTimeout: () => new StoreError({ operation: "heartbeat", cause: new Error("no answer within heartbeatInterval") })
-        })
+        bounded("heartbeat", config.heartbeatInterval)
       )
       if (!healthy) {
         // Wake-ups that came while unhealthy were dropped: claim at once.
@@ -223,17 +223,16 @@ export const start = <Tasks extends Task.Any>(
     }
 
     // A store outage must not lose the outcome: retry the write until it lands,
-    // the lease is gone, or the lease would have expired anyway.
+    // the lease is gone, or the lease would have expired anyway. Bounded as a
+    // whole, so a write on a dead link cannot hold up shutdown.
     const persist = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
       write.pipe(
         Effect.retry({
-          schedule: Schedule.exponential("100 millis").pipe(
-            Schedule.either(Schedule.spaced("2 seconds")),
-            Schedule.upTo(config.leaseTtl)
-          ),
+          schedule: Schedule.exponential("100 millis").pipe(Schedule.either(Schedule.spaced("2 seconds"))),
           // A fenced or lost attempt has nothing left to write.
           while: (error) => error instanceof StoreError && entry.stop !== "fenced" && entry.stop !== "lost"
-        })
+        }),
+        bounded("settle", config.leaseTtl)
       )
 
     const settle = (claimed: ClaimedTask, entry: InFlight, exit: Exit.Exit<unknown, unknown>) => {
@@ -318,23 +317,20 @@ export const start = <Tasks extends Task.Any>(
     const claimOnce = Effect.gen(function*() {
       const free = config.concurrency - running.size
       if (!accepting || !healthy || free <= 0) return
+      // Rotated on every claim: when each claim takes only a few tasks,
+      // every queue still gets its turn.
+      turn = (turn + 1) % config.queues.length
       const claimed = yield* store.claim({
         workerId: id,
-        queues: config.queues,
+        queues: [...config.queues.slice(turn), ...config.queues.slice(0, turn)],
         names,
         limits,
         max: free,
         leaseTtlMillis
       }).pipe(
-        // Bounded in a fiber of its own: a store that hangs cannot hold up
-        // shutdown for longer than a lease would last anyway.
-        Effect.timeoutFail({
-          duration: config.leaseTtl,
-          onTimeout: () => new StoreError({ operation: "claim", cause: new Error("no answer within leaseTtl") })
-        }),
-        Effect.interruptible,
-        Effect.forkDaemon,
-        Effect.flatMap(Fiber.join),
+        // A store that hangs cannot hold up shutdown for longer than a lease
+        // would last anyway.
+        bounded("claim", config.leaseTtl),
         Effect.catchAll((error) => Effect.as(Effect.logWarning("claim failed; retrying at the next poll", error), []))
       )
       if (claimed.length === 0) return
@@ -362,6 +358,7 @@ export const start = <Tasks extends Task.Any>(
       retentionMillis: Duration.toMillis(config.retention),
       workerTimeoutMillis: Duration.toMillis(config.workerTimeout)
     }).pipe(
+      bounded("maintenance", config.leaseTtl),
       Effect.catchAll((error) => Effect.logWarning("maintenance failed", error)),
       Effect.repeat(Schedule.spaced(config.maintenanceInterval)),
       Effect.forkScoped,
@@ -385,8 +382,9 @@ export const start = <Tasks extends Task.Any>(
       )
       if (waited._tag === "Some") return
       yield* Effect.logWarning(`drain timeout: releasing ${running.size} task(s)`)
-      for (const entry of running.values()) entry.stop ??= "drain"
-      yield* FiberSet.clear(taskFibers)
+      // All at once (FiberSet.clear would interrupt them one after the other).
+      yield* Effect.forEach(running.values(), (entry) => stop(entry, "drain"), { discard: true })
+      yield* FiberSet.awaitEmpty(taskFibers)
     })
     yield* Effect.addFinalizer(() => drain)
 

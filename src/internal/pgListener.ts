@@ -28,7 +28,15 @@ const connect = (config: PgClientConfig) =>
       await client.connect()
       return client
     }),
-    (client) => Effect.promise(() => client.end().catch(() => undefined))
+    // A graceful end waits for the server's answer; on a dead link it never
+    // comes, so the socket is destroyed after a second.
+    (client) =>
+      Effect.promise(() =>
+        Promise.race([
+          client.end().catch(() => undefined),
+          new Promise<void>((resolve) => setTimeout(resolve, 1_000).unref())
+        ]).then(() => (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy())
+      )
   )
 
 /** Payloads sent to `channel`, across reconnects. Never fails. */

@@ -800,6 +800,61 @@ export const workerSuite = (harness: StoreHarness): void => {
         }))
     })
 
+    describe("fairness and elasticity", () => {
+      test("a flooded queue cannot starve a quiet one", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<string>()
+          const hold = Effect.sleep(Duration.millis(unit / 5))
+          const flood = Task.make("fair.flood", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            queue: "flood",
+            handler: ({ n }) => Effect.zipRight(runs.add(`flood ${n}`), hold)
+          })
+          const quiet = Task.make("fair.quiet", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            queue: "quiet",
+            handler: ({ n }) => Effect.zipRight(runs.add(`quiet ${n}`), hold)
+          })
+          const floodIds = yield* flood.sendBatch(Array.from({ length: 30 }, (_, n) => ({ n })))
+          const quietIds = yield* quiet.sendBatch([0, 1, 2].map((n) => ({ n })))
+          yield* startWorker(harness, Registry.make(flood, quiet), { concurrency: 2 })
+          for (const id of quietIds) yield* awaitStatus(harness, id, "succeeded")
+          // Served in turns: the quiet queue's three tasks ran among the first
+          // flood tasks, not after the thirty sent before them.
+          const quietDoneAt = Math.max(...["quiet 0", "quiet 1", "quiet 2"].map((run) => runs.entries.indexOf(run)))
+          expect(quietDoneAt).toBeLessThan(8)
+          for (const id of floodIds) yield* awaitStatus(harness, id, "succeeded")
+        }))
+
+      test("a worker that joins a backlog takes work at once, and the backlog drains faster", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<Run & { readonly finishedBefore: number }>()
+          let finished = 0
+          const task = Task.make("elastic.task", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: () =>
+              Effect.flatMap(currentRun, (run) => runs.add({ ...run, finishedBefore: finished })).pipe(
+                Effect.zipRight(Effect.sleep(Duration.millis(unit))),
+                Effect.zipRight(Effect.sync(() => {
+                  finished += 1
+                }))
+              )
+          })
+          const registry = Registry.make(task)
+          const ids = yield* task.sendBatch(Array.from({ length: 12 }, (_, n) => ({ n })))
+          yield* startWorker(harness, registry, { name: "first", concurrency: 2 })
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries.length).toBeGreaterThanOrEqual(2)))
+          yield* startWorker(harness, registry, { name: "second", concurrency: 2 })
+          for (const id of ids) yield* awaitStatus(harness, id, "succeeded")
+          const ofSecond = runs.entries.filter((run) => run.worker === "second")
+          // It claimed from the backlog at once, before the first worker's
+          // tasks could free a slot, and took a share of what was left.
+          expect(ofSecond[0]?.finishedBefore).toBe(0)
+          expect(ofSecond.length).toBeGreaterThanOrEqual(4)
+          for (const id of ids) expect((yield* getTask(id)).attempt).toBe(1)
+        }))
+    })
+
     describe("idempotency", () => {
       test("Idempotency.once runs its effect once across retries", () =>
         Effect.gen(function*() {

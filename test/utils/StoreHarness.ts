@@ -330,7 +330,10 @@ export interface Faults {
    * reach the store, so a test sees that the worker stops claiming by itself.
    */
   readonly cutOff: (name: string) => Effect.Effect<void>
-  /** Every call of the worker waits (packets held by a partition) until `restore`, then reaches the store. */
+  /**
+   * Every call of the worker waits (packets held by a partition) until
+   * `restore`, then reaches the store, even if the worker gave up on it.
+   */
   readonly partition: (name: string) => Effect.Effect<void>
   /** Ends the fault of the worker; held calls proceed. */
   readonly restore: (name: string) => Effect.Effect<void>
@@ -366,7 +369,11 @@ export const makeFaults: Effect.Effect<Faults, never, TaskStore> = Effect.gen(fu
     Effect.suspend((): Effect.Effect<A, E | StoreError> => {
       const fault = faultOf(workerId)
       if (fault === undefined) return call
-      if (fault.mode === "partition") return Effect.zipRight(Deferred.await(fault.restored), call)
+      // Like a packet already on the wire: the call reaches the store after the
+      // heal even if the worker stopped waiting for its answer.
+      if (fault.mode === "partition") {
+        return Effect.flatMap(Effect.forkDaemon(Effect.zipRight(Deferred.await(fault.restored), call)), Fiber.join)
+      }
       return essential ? Effect.fail(refused(operation, workerId)) : call
     })
   /** A fenced write: injected failures first, then the worker's fault, then the store; what reached it is recorded. */
