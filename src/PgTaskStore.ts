@@ -25,6 +25,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type * as Statement from "@effect/sql/Statement"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -57,10 +58,15 @@ export interface Options {
   readonly schema?: string | undefined
   /** Create or upgrade the schema when the layer is built. Default `true`; turn off when you run `hyrex migrate` yourself. */
   readonly migrate?: boolean | undefined
+  /**
+   * How long a batch of completions may wait for Postgres before its callers
+   * get a `StoreError` (and retry). Default 10 seconds.
+   */
+  readonly writeTimeout?: Duration.DurationInput | undefined
 }
 
 /** Defaults of `Options`. */
-export const defaults = { schema: "hyrex", migrate: true } as const
+export const defaults = { schema: "hyrex", migrate: true, writeTimeout: Duration.seconds(10) } as const
 
 const validSchema = /^[a-z_][a-z0-9_]{0,47}$/
 
@@ -366,7 +372,12 @@ export const make = (
           })
         )
       },
-      { maxBatch: 500, concurrency: 3 }
+      {
+        maxBatch: 500,
+        concurrency: 3,
+        timeout: Duration.decode(options.writeTimeout ?? defaults.writeTimeout),
+        onTimeout: () => new StoreError({ operation: "complete", cause: new Error("no answer within writeTimeout") })
+      }
     )
     const complete = (lease: Lease, result: unknown) => completeBatch({ lease, result })
 

@@ -223,17 +223,22 @@ export const start = <Tasks extends Task.Any>(
     }
 
     // A store outage must not lose the outcome: retry the write until it lands,
-    // the lease is gone, or the lease would have expired anyway. Bounded as a
-    // whole, so a write on a dead link cannot hold up shutdown.
+    // the lease is gone, or the lease would have expired anyway. Each call is
+    // bounded so a write on a dead link cannot hold up shutdown: completions
+    // by the store, per batch (a bound per call costs more than a no-op
+    // task), the rarer writes here.
     const persist = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
       write.pipe(
         Effect.retry({
-          schedule: Schedule.exponential("100 millis").pipe(Schedule.either(Schedule.spaced("2 seconds"))),
+          schedule: Schedule.exponential("100 millis").pipe(
+            Schedule.either(Schedule.spaced("2 seconds")),
+            Schedule.upTo(config.leaseTtl)
+          ),
           // A fenced or lost attempt has nothing left to write.
           while: (error) => error instanceof StoreError && entry.stop !== "fenced" && entry.stop !== "lost"
-        }),
-        bounded("settle", config.leaseTtl)
+        })
       )
+    const boundedWrite = bounded("settle", config.leaseTtl)
 
     const settle = (claimed: ClaimedTask, entry: InFlight, exit: Exit.Exit<unknown, unknown>) => {
       const lease = claimed.lease
@@ -244,11 +249,11 @@ export const start = <Tasks extends Task.Any>(
       }
       if (Cause.isInterruptedOnly(exit.cause) && entry.stop !== undefined) {
         return entry.stop === "drain"
-          ? persist(entry, store.release(lease)).pipe(Effect.zipRight(Effect.logInfo("released at shutdown")))
+          ? persist(entry, boundedWrite(store.release(lease))).pipe(Effect.zipRight(Effect.logInfo("released at shutdown")))
           : Effect.logWarning(`attempt stopped (${entry.stop === "lost" ? "lease lost" : "self-fenced"}); result discarded`)
       }
       const failure = AttemptFailure.fromCause(exit.cause)
-      return persist(entry, store.fail(lease, failure)).pipe(
+      return persist(entry, boundedWrite(store.fail(lease, failure))).pipe(
         Effect.flatMap((outcome) =>
           outcome._tag === "Retrying"
             ? Effect.logInfo(`attempt failed (${failure.kind}): ${failure.message}; retry at ${outcome.runAt.toISOString()}`).pipe(
