@@ -248,9 +248,11 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
               inFlight: request.leases.length
             })
           }
+          // An expired lease is not renewed, even if nobody took it over yet:
+          // its slot may already count as free for a limited task.
           return request.leases.filter((lease) => {
             const row = rows.get(lease.taskId)
-            if (!holds(row, lease)) return false
+            if (!holds(row, lease) || isExpired(row, at)) return false
             row.leaseExpiresAt = at + request.leaseTtlMillis
             return true
           })

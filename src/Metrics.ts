@@ -9,23 +9,23 @@ import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 
 /** Tasks claimed (fresh and taken over). */
-export const claimed = Metric.counter("hyrex_tasks_claimed", { description: "tasks claimed by workers" })
+export const claimed = Metric.counter("hyrex_tasks_claimed", { description: "tasks claimed by workers", incremental: true })
 /** Expired leases taken over by a claim. */
-export const takeovers = Metric.counter("hyrex_takeovers", { description: "tasks claimed after another worker's lease expired" })
+export const takeovers = Metric.counter("hyrex_takeovers", { description: "tasks claimed after another worker's lease expired", incremental: true })
 /** Attempts that succeeded. */
-export const succeeded = Metric.counter("hyrex_tasks_succeeded", { description: "attempts that succeeded" })
+export const succeeded = Metric.counter("hyrex_tasks_succeeded", { description: "attempts that succeeded", incremental: true })
 /** Attempts that failed. */
-export const failed = Metric.counter("hyrex_attempts_failed", { description: "attempts that failed" })
+export const failed = Metric.counter("hyrex_attempts_failed", { description: "attempts that failed", incremental: true })
 /** Failed attempts that will be retried. */
-export const retried = Metric.counter("hyrex_tasks_retried", { description: "failed attempts re-queued with backoff" })
+export const retried = Metric.counter("hyrex_tasks_retried", { description: "failed attempts re-queued with backoff", incremental: true })
 /** Tasks that failed for good. */
-export const dead = Metric.counter("hyrex_tasks_dead", { description: "tasks that ended failed" })
+export const dead = Metric.counter("hyrex_tasks_dead", { description: "tasks that ended failed", incremental: true })
 /** Leases renewed by heartbeats. */
-export const leaseRenewals = Metric.counter("hyrex_lease_renewals", { description: "leases renewed by heartbeats" })
+export const leaseRenewals = Metric.counter("hyrex_lease_renewals", { description: "leases renewed by heartbeats", incremental: true })
 /** Leases a worker found lost (taken over or cancelled). */
-export const leasesLost = Metric.counter("hyrex_leases_lost", { description: "leases lost while running" })
+export const leasesLost = Metric.counter("hyrex_leases_lost", { description: "leases lost while running", incremental: true })
 /** Times a worker interrupted its own tasks because it could not renew. */
-export const selfFenced = Metric.counter("hyrex_self_fenced", { description: "self-fencing events" })
+export const selfFenced = Metric.counter("hyrex_self_fenced", { description: "self-fencing events", incremental: true })
 /** Tasks in flight in this process. */
 export const inFlightGauge = Metric.counter("hyrex_tasks_in_flight", {
   description: "tasks running in this process",

@@ -455,6 +455,9 @@ export const make = (
             FROM unnest(${request.leases.map((l) => l.taskId)}::bigint[], ${request.leases.map((l) => l.attempt)}::int[])
               AS l(id, attempt)
             WHERE t.id = l.id AND t.attempt = l.attempt AND t.lease_owner = ${request.workerId} AND t.status = 'running'
+              -- An expired lease is not renewed, even if nobody took it over
+              -- yet: its slot may already count as free for a limited task.
+              AND t.lease_expires_at > now()
             RETURNING t.id::text AS id, t.attempt
           ), beat AS (
             UPDATE ${workers} SET last_heartbeat_at = now(), in_flight = ${request.leases.length}, status = 'running'

@@ -22,6 +22,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -32,6 +33,7 @@ import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import * as Stream from "effect/Stream"
 import * as os from "node:os"
 import { type ConfigurationError, DecodeError, LeaseLost, StoreError, TaskTimeout } from "./Errors.js"
@@ -90,7 +92,10 @@ export const start = <Tasks extends Task.Any>(
   Effect.gen(function*() {
     const config = yield* WorkerConfig.resolve(options, registry.queues)
     const store = yield* TaskStore
-    const context = yield* Effect.context<Requirements<Tasks>>()
+    // Without the caller's span: each attempt's span is its own.
+    const context = Context.omit(Tracer.ParentSpan)(yield* Effect.context<Requirements<Tasks>>()) as Context.Context<
+      Requirements<Tasks>
+    >
     const id = `${config.name}/${crypto.randomUUID().slice(0, 8)}`
     const leaseTtlMillis = Duration.toMillis(config.leaseTtl)
     const tasks = Array.from(registry.tasks.values()).filter((task) => config.queues.includes(task.queue))
@@ -100,6 +105,8 @@ export const start = <Tasks extends Task.Any>(
 
     const running = new Map<string, InFlight>()
     let accepting = true
+    /** Handlers running now; `running` also holds attempts still settling. */
+    let handlers = 0
     let turn = 0
     let healthy = true
 
@@ -217,8 +224,7 @@ export const start = <Tasks extends Task.Any>(
       })
       return bounded.pipe(
         Effect.flatMap(task.encodeResult),
-        Effect.provideService(TaskContext.TaskContext, ctx),
-        Effect.provide(context)
+        Effect.provide(Context.add(context, TaskContext.TaskContext, ctx) as Context.Context<Task.Requirements<Tasks>>)
       )
     }
 
@@ -228,7 +234,9 @@ export const start = <Tasks extends Task.Any>(
     // by the store, per batch (a bound per call costs more than a no-op
     // task), the rarer writes here.
     const persist = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
-      write.pipe(
+      // The retry schedule is only built once the first write failed.
+      Effect.catchIf(write, (error) => error instanceof StoreError, () =>
+        write.pipe(
         Effect.retry({
           schedule: Schedule.exponential("100 millis").pipe(
             Schedule.either(Schedule.spaced("2 seconds")),
@@ -237,8 +245,10 @@ export const start = <Tasks extends Task.Any>(
           // A fenced or lost attempt has nothing left to write.
           while: (error) => error instanceof StoreError && entry.stop !== "fenced" && entry.stop !== "lost"
         })
-      )
-    const boundedWrite = bounded("settle", config.leaseTtl)
+      ))
+    // The whole loop, retries included, within one lease's time.
+    const persistBounded = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
+      bounded("settle", config.leaseTtl)(persist(entry, write))
 
     const settle = (claimed: ClaimedTask, entry: InFlight, exit: Exit.Exit<unknown, unknown>) => {
       const lease = claimed.lease
@@ -249,11 +259,11 @@ export const start = <Tasks extends Task.Any>(
       }
       if (Cause.isInterruptedOnly(exit.cause) && entry.stop !== undefined) {
         return entry.stop === "drain"
-          ? persist(entry, boundedWrite(store.release(lease))).pipe(Effect.zipRight(Effect.logInfo("released at shutdown")))
+          ? persistBounded(entry, store.release(lease)).pipe(Effect.zipRight(Effect.logInfo("released at shutdown")))
           : Effect.logWarning(`attempt stopped (${entry.stop === "lost" ? "lease lost" : "self-fenced"}); result discarded`)
       }
       const failure = AttemptFailure.fromCause(exit.cause)
-      return persist(entry, boundedWrite(store.fail(lease, failure))).pipe(
+      return persistBounded(entry, store.fail(lease, failure)).pipe(
         Effect.flatMap((outcome) =>
           outcome._tag === "Retrying"
             ? Effect.logInfo(`attempt failed (${failure.kind}): ${failure.message}; retry at ${outcome.runAt.toISOString()}`).pipe(
@@ -267,12 +277,31 @@ export const start = <Tasks extends Task.Any>(
       )
     }
 
+    const attemptSpan = (claimed: ClaimedTask) =>
+      Effect.withSpan("hyrex.attempt", {
+        // A stack trace per attempt costs more than a no-op handler.
+        captureStackTrace: false,
+        links: TraceParent.links(claimed.traceParent),
+        attributes: {
+          "hyrex.task": claimed.name,
+          "hyrex.task_id": claimed.lease.taskId,
+          "hyrex.attempt": claimed.lease.attempt,
+          "hyrex.queue": claimed.queue,
+          "hyrex.worker": id
+        }
+      })
+
     const execute = (claimed: ClaimedTask, entry: InFlight) =>
       Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
         yield* Metrics.queueWait(Math.max(0, startedAt - claimed.dueAt.getTime()))
         // Only the handler is interruptible; settling always runs to its end.
-        const exit = yield* Effect.exit(Effect.interruptible(runHandler(claimed)))
+        // The span covers the handler, so its status is the attempt's outcome.
+        const exit = yield* Effect.exit(Effect.interruptible(runHandler(claimed).pipe(attemptSpan(claimed))))
+        // The slot is free once the handler is done: the next claim overlaps
+        // this attempt's write (its lease is still held and renewed).
+        handlers -= 1
+        yield* signal
         yield* Metrics.runTime(Math.max(0, (yield* Clock.currentTimeMillis) - startedAt))
         yield* settle(claimed, entry, exit).pipe(
           Effect.catchAll((error) =>
@@ -288,19 +317,7 @@ export const start = <Tasks extends Task.Any>(
           running.delete(leaseKey(claimed.lease))
           return Effect.zipRight(Metrics.inFlight(-1), signal)
         })),
-        Effect.annotateLogs({ taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt }),
-        Effect.withSpan("hyrex.attempt", {
-          // A stack trace per attempt costs more than a no-op handler.
-          captureStackTrace: false,
-          links: TraceParent.links(claimed.traceParent),
-          attributes: {
-            "hyrex.task": claimed.name,
-            "hyrex.task_id": claimed.lease.taskId,
-            "hyrex.attempt": claimed.lease.attempt,
-            "hyrex.queue": claimed.queue,
-            "hyrex.worker": id
-          }
-        })
+        Effect.annotateLogs({ taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt })
       )
 
     // Forked from an uninterruptible region, the fiber starts uninterruptible:
@@ -310,6 +327,7 @@ export const start = <Tasks extends Task.Any>(
       Effect.gen(function*() {
         const entry: InFlight = { lease: claimed.lease, stop: undefined, fiber: undefined }
         running.set(leaseKey(claimed.lease), entry)
+        handlers += 1
         yield* Metrics.inFlight(1)
         entry.fiber = yield* Effect.forkDaemon(execute(claimed, entry))
         yield* FiberSet.add(taskFibers, entry.fiber)
@@ -320,7 +338,8 @@ export const start = <Tasks extends Task.Any>(
     // Uninterruptible from the claim to the launch: tasks the store leased to
     // this worker are always either started or given back.
     const claimOnce = Effect.gen(function*() {
-      const free = config.concurrency - running.size
+      // Settling attempts hold leases but no slot; at most `concurrency` of them.
+      const free = Math.min(config.concurrency - handlers, 2 * config.concurrency - running.size)
       if (!accepting || !healthy || free <= 0) return
       // Rotated on every claim: when each claim takes only a few tasks,
       // every queue still gets its turn.

@@ -378,6 +378,17 @@ export const taskStoreSuite = (harness: StoreHarness): void => {
           expect(yield* store.heartbeat({ workerId: "w1", leases: [], leaseTtlMillis: ttl })).toEqual([])
         }))
 
+      test("an expired lease is not renewed, even before anyone takes it over", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const id = yield* enqueueOne()
+          const [claimed] = yield* claim("w1")
+          yield* advance(harness, Duration.millis(ttl + 5))
+          const held = yield* store.heartbeat({ workerId: "w1", leases: [claimed!.lease], leaseTtlMillis: ttl })
+          expect(held).toEqual([])
+          expect((yield* getTask(id)).leaseExpiresAt!.getTime()).toBeLessThanOrEqual(yield* now)
+        }))
+
       test("a renewed lease outlives its original TTL: nobody can claim the task", () =>
         Effect.gen(function*() {
           const store = yield* TaskStore

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import * as Backoff from "../../src/Backoff.js"
 import * as Idempotency from "../../src/Idempotency.js"
 import * as Registry from "../../src/Registry.js"
@@ -161,7 +162,8 @@ export const workerSuite = (harness: StoreHarness): void => {
               Effect.flatMap(Effect.orDie(Effect.currentSpan), (span) =>
                 seen.add({ name: span.name, links: span.links.map((link) => `${link.span.traceId}/${link.span.spanId}`) }))
           })
-          yield* startWorker(harness, Registry.make(task))
+          // Started inside a span of the application: attempts still get spans of their own.
+          yield* Effect.withSpan(startWorker(harness, Registry.make(task)), "application")
           const producer = yield* Effect.makeSpan("producer")
           const id = yield* task.send({}).pipe(Effect.withParentSpan(producer))
           yield* awaitStatus(harness, id, "succeeded")
@@ -170,6 +172,35 @@ export const workerSuite = (harness: StoreHarness): void => {
           // The link points at the send span, a child of the producer's span: same trace.
           expect(seen.entries[0]!.links).toHaveLength(1)
           expect(seen.entries[0]!.links[0]).toMatch(new RegExp(`^${producer.traceId}/[0-9a-f]{16}$`))
+        }))
+
+      test("an attempt's span ends with the attempt's outcome", () =>
+        Effect.gen(function*() {
+          const spans: Array<Tracer.Span> = []
+          const native = yield* Effect.tracer
+          const recording = Tracer.make({
+            context: (f, fiber) => native.context(f, fiber),
+            span: (...args) => {
+              const span = native.span(...args)
+              if (span.name === "hyrex.attempt") spans.push(span)
+              return span
+            }
+          })
+          const task = Task.make("span.outcome", {
+            payload: Empty,
+            maxRetries: 1,
+            retryBackoff: Backoff.none,
+            handler: () =>
+              Effect.flatMap(TaskContext.TaskContext, (ctx) =>
+                ctx.attempt === 1 ? Effect.fail(new Error("first attempt fails")) : Effect.void)
+          })
+          yield* Effect.withTracer(startWorker(harness, Registry.make(task)), recording)
+          const id = yield* task.send({})
+          yield* awaitStatus(harness, id, "succeeded")
+          const outcomes = spans.map((span) =>
+            span.status._tag === "Ended" ? [span.attributes.get("hyrex.attempt"), span.status.exit._tag] : ["open"]
+          )
+          expect(outcomes).toEqual([[1, "Failure"], [2, "Success"]])
         }))
 
       test("a worker serves only its queues", () =>
