@@ -1,7 +1,9 @@
 /**
- * Idempotency for side effects inside handlers: `once` runs an effect at most
- * once to success per key, across retries and fail-overs, and returns the
- * stored result afterwards.
+ * Idempotency for side effects inside handlers: once an effect's success is
+ * recorded for a key, `once` never runs it again for that key, across
+ * retries and fail-overs, and returns the stored result instead. An attempt
+ * that dies between the effect's success and the record runs it again: pass
+ * `TaskContext.idempotencyKey(step)` to the external system for those.
  *
  * @since 0.1.0
  */

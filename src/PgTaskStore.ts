@@ -184,8 +184,15 @@ export const make = (
     const channel = `hyrex_${schema}`
     const maintenanceLock = `hyrex:maintenance:${schema}`
 
+    // Every store call is a span (completions: one per batch) and fails with a StoreError.
     const wrap = (operation: string) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, StoreError> =>
-      Effect.mapError(effect, (cause) => new StoreError({ operation, cause }))
+      effect.pipe(
+        Effect.mapError((cause) => new StoreError({ operation, cause })),
+        Effect.withSpan(`hyrex.store.${operation}`, {
+          captureStackTrace: false,
+          attributes: { "hyrex.schema": schema }
+        })
+      )
     const decodeTasks = Schema.decodeUnknown(Schema.Array(TaskRow))
     const decodeClaims = Schema.decodeUnknown(Schema.Array(ClaimRow))
     const json = (value: unknown) => JSON.stringify(value ?? null)

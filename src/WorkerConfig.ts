@@ -4,10 +4,13 @@
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as Either from "effect/Either"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as os from "node:os"
+import * as DurationText from "./internal/durationText.js"
 import { ConfigurationError } from "./Errors.js"
 
 /** What a worker can be told. Every field is optional. */
@@ -129,18 +132,35 @@ export const resolve = (
     }
   })
 
+/** A duration in the environment, written as in a flag: `15s`, `500ms`, `2m`, `3 days`. */
+const durationVar = (name: string) =>
+  Config.option(Config.string(name).pipe(
+    Config.mapOrFail((text) =>
+      Either.fromOption(
+        DurationText.parse(text),
+        () => ConfigError.InvalidData([], `"${text}" is not a duration (examples: ${DurationText.examples})`)
+      )
+    )
+  ))
+
 /**
  * Reads worker options from the environment: `HYREX_QUEUES` (comma
  * separated), `HYREX_CONCURRENCY`, `HYREX_LEASE_TTL`, `HYREX_HEARTBEAT_INTERVAL`,
- * `HYREX_POLL_INTERVAL`, `HYREX_DRAIN_TIMEOUT`, `HYREX_WORKER_NAME`.
+ * `HYREX_POLL_INTERVAL`, `HYREX_DRAIN_TIMEOUT`, `HYREX_FENCE_MARGIN`,
+ * `HYREX_MAINTENANCE_INTERVAL`, `HYREX_RETENTION`, `HYREX_WORKER_TIMEOUT`,
+ * `HYREX_WORKER_NAME`. Durations are written like `15s`, `500ms` or `3 days`.
  */
 export const fromEnv: Config.Config<WorkerOptions> = Config.all({
   queues: Config.option(Config.array(Config.string(), "HYREX_QUEUES")),
   concurrency: Config.option(Config.integer("HYREX_CONCURRENCY")),
-  leaseTtl: Config.option(Config.duration("HYREX_LEASE_TTL")),
-  heartbeatInterval: Config.option(Config.duration("HYREX_HEARTBEAT_INTERVAL")),
-  pollInterval: Config.option(Config.duration("HYREX_POLL_INTERVAL")),
-  drainTimeout: Config.option(Config.duration("HYREX_DRAIN_TIMEOUT")),
+  leaseTtl: durationVar("HYREX_LEASE_TTL"),
+  heartbeatInterval: durationVar("HYREX_HEARTBEAT_INTERVAL"),
+  pollInterval: durationVar("HYREX_POLL_INTERVAL"),
+  drainTimeout: durationVar("HYREX_DRAIN_TIMEOUT"),
+  fenceMargin: durationVar("HYREX_FENCE_MARGIN"),
+  maintenanceInterval: durationVar("HYREX_MAINTENANCE_INTERVAL"),
+  retention: durationVar("HYREX_RETENTION"),
+  workerTimeout: durationVar("HYREX_WORKER_TIMEOUT"),
   name: Config.option(Config.string("HYREX_WORKER_NAME"))
 }).pipe(
   Config.map((fields): WorkerOptions => ({
@@ -150,6 +170,10 @@ export const fromEnv: Config.Config<WorkerOptions> = Config.all({
     heartbeatInterval: Option.getOrUndefined(fields.heartbeatInterval),
     pollInterval: Option.getOrUndefined(fields.pollInterval),
     drainTimeout: Option.getOrUndefined(fields.drainTimeout),
+    fenceMargin: Option.getOrUndefined(fields.fenceMargin),
+    maintenanceInterval: Option.getOrUndefined(fields.maintenanceInterval),
+    retention: Option.getOrUndefined(fields.retention),
+    workerTimeout: Option.getOrUndefined(fields.workerTimeout),
     name: Option.getOrUndefined(fields.name)
   }))
 )

@@ -125,6 +125,39 @@ describe("WorkerConfig", () => {
       expect(Object.values(empty).every((value) => value === undefined)).toBe(true)
     }))
 
+  it.effect("fromEnv takes durations written as in flags, and names a bad one", () =>
+    Effect.gen(function*() {
+      const read = (vars: Record<string, string>) =>
+        WorkerConfig.fromEnv.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars)))))
+      const options = yield* read({
+        HYREX_LEASE_TTL: "20s",
+        HYREX_HEARTBEAT_INTERVAL: "500ms",
+        HYREX_FENCE_MARGIN: "1.5s",
+        HYREX_MAINTENANCE_INTERVAL: "2m",
+        HYREX_RETENTION: "3 days",
+        HYREX_WORKER_TIMEOUT: "1h"
+      })
+      const config = yield* WorkerConfig.resolve(options, ["default"])
+      expect({
+        leaseTtl: Duration.toMillis(config.leaseTtl),
+        heartbeatInterval: Duration.toMillis(config.heartbeatInterval),
+        fenceMargin: Duration.toMillis(config.fenceMargin),
+        maintenanceInterval: Duration.toMillis(config.maintenanceInterval),
+        retention: Duration.toMillis(config.retention),
+        workerTimeout: Duration.toMillis(config.workerTimeout)
+      }).toEqual({
+        leaseTtl: 20_000,
+        heartbeatInterval: 500,
+        fenceMargin: 1_500,
+        maintenanceInterval: 120_000,
+        retention: 3 * 86_400_000,
+        workerTimeout: 3_600_000
+      })
+      const error = yield* Effect.flip(read({ HYREX_LEASE_TTL: "fifteen" }))
+      expect(String(error)).toContain("HYREX_LEASE_TTL")
+      expect(String(error)).toContain("is not a duration")
+    }))
+
   it.scoped("Worker.start with a bad configuration fails with ConfigurationError and registers nothing", () =>
     Effect.gen(function*() {
       const task = Task.make("noop", { payload: Schema.Struct({}), handler: () => Effect.void })

@@ -145,10 +145,11 @@ export const requireSchema = (schema: string): Effect.Effect<void, CliError | St
 
 /** The store for a read or operator command: no migration, the schema must exist. */
 export const existingStore = (
-  target: Target
+  target: Target,
+  options: Omit<Parameters<typeof storeLayer>[1], "migrate"> = {}
 ): Layer.Layer<TaskStore | SqlClient.SqlClient | PgClient.PgClient, StoreError | CliError> =>
   Layer.effectDiscard(requireSchema(target.schema)).pipe(
-    Layer.provideMerge(storeLayer(target, { migrate: false }))
+    Layer.provideMerge(storeLayer(target, { ...options, migrate: false }))
   )
 
 /** The database's clock: ages (heartbeats, leases) are measured against it, not against this machine's. */

@@ -6,42 +6,19 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as DurationText from "../internal/durationText.js"
 import { CliError } from "./CliError.js"
 
-const units: Record<string, (n: number) => Duration.Duration> = {
-  ms: Duration.millis,
-  millis: Duration.millis,
-  millisecond: Duration.millis,
-  milliseconds: Duration.millis,
-  s: Duration.seconds,
-  sec: Duration.seconds,
-  secs: Duration.seconds,
-  second: Duration.seconds,
-  seconds: Duration.seconds,
-  m: Duration.minutes,
-  min: Duration.minutes,
-  mins: Duration.minutes,
-  minute: Duration.minutes,
-  minutes: Duration.minutes,
-  h: Duration.hours,
-  hour: Duration.hours,
-  hours: Duration.hours
-}
-
 /** `15s`, `500ms`, `2m`, `1.5 seconds` … */
-export const parseDuration = (flag: string, text: string): Effect.Effect<Duration.Duration, CliError> => {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$/i.exec(text)
-  const unit = match === null ? undefined : units[match[2]!.toLowerCase()]
-  if (match === null || unit === undefined) {
-    return Effect.fail(
-      new CliError({ message: `--${flag}: "${text}" is not a duration (examples: 500ms, 15s, 2m, 1h)` })
-    )
-  }
-  const duration = unit(Number(match[1]))
-  return Duration.greaterThan(duration, Duration.zero)
-    ? Effect.succeed(duration)
-    : Effect.fail(new CliError({ message: `--${flag}: must be longer than zero` }))
-}
+export const parseDuration = (flag: string, text: string): Effect.Effect<Duration.Duration, CliError> =>
+  Option.match(DurationText.parse(text), {
+    onNone: () =>
+      Effect.fail(new CliError({ message: `--${flag}: "${text}" is not a duration (examples: ${DurationText.examples})` })),
+    onSome: (duration) =>
+      Duration.greaterThan(duration, Duration.zero)
+        ? Effect.succeed(duration)
+        : Effect.fail(new CliError({ message: `--${flag}: must be longer than zero` }))
+  })
 
 /** An optional duration flag. */
 export const optionalDuration = (

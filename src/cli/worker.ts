@@ -14,6 +14,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as Duration from "effect/Duration"
+import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type { ConfigurationError, StoreError } from "../Errors.js"
@@ -85,8 +86,13 @@ export const command = Command.make("worker", {
   name: Options.text("name").pipe(Options.withPseudoName("name"), Options.withDescription("worker name (default host:pid)"), Options.optional),
   maxConnections: Options.text("max-connections").pipe(
     Options.withPseudoName("n"),
-    Options.withDescription("size of the worker's connection pool (default 10)"),
+    Options.withDescription("size of the worker's connection pool (default 10, or HYREX_MAX_CONNECTIONS)"),
     Options.optional
+  ),
+  noMigrate: Options.boolean("no-migrate").pipe(
+    Options.withDescription(
+      "do not create or upgrade the schema at start, for roles without CREATE (also HYREX_MIGRATE=false); run `hyrex migrate` first"
+    )
   )
 }, (flags) =>
   Effect.gen(function*() {
@@ -111,11 +117,21 @@ export const command = Command.make("worker", {
       name: Option.getOrUndefined(flags.name) ?? fromEnv.name
     }
     const maxConnections = yield* Input.optionalInteger("max-connections", 1, flags.maxConnections)
+    const fromEnvStore = yield* Config.all({
+      migrate: Config.boolean("HYREX_MIGRATE").pipe(Config.withDefault(true)),
+      maxConnections: Config.option(Config.integer("HYREX_MAX_CONNECTIONS"))
+    }).pipe(
+      Effect.mapError((error) => new CliError({ message: `invalid setting in the environment: ${oneLine(String(error))}` }))
+    )
 
     process.env["HYREX_SCHEMA"] = target.schema
     const module = yield* WorkerModule.load(flags.module)
     // Checked before connecting, so that a bad flag says so without a database.
     const config = yield* WorkerConfig.resolve(options, module.registry.queues)
+    const pool = {
+      maxConnections: maxConnections ?? Option.getOrUndefined(fromEnvStore.maxConnections) ?? 10,
+      applicationName: `hyrex-worker ${config.name}`
+    }
 
     // Handler requirements are only known at run time: a missing service fails that attempt (kind "defect").
     const worker: Effect.Effect<never, ConfigurationError | StoreError, TaskStore> = Worker.run(module.registry, options)
@@ -132,11 +148,10 @@ export const command = Command.make("worker", {
     }).pipe(
       // Connected (and migrated) first: an unreachable database is one line of error, nothing else.
       Effect.provide(
-        Database.storeLayer(target, {
-          migrate: true,
-          maxConnections: maxConnections ?? 10,
-          applicationName: `hyrex-worker ${config.name}`
-        })
+        fromEnvStore.migrate && !flags.noMigrate
+          ? Database.storeLayer(target, { ...pool, migrate: true })
+          // Without migrating, the schema must already be there: say so clearly.
+          : Database.existingStore(target, pool)
       )
     )
   }).pipe(Effect.scoped)).pipe(

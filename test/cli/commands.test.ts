@@ -182,7 +182,11 @@ describe("hyrex CLI commands", () => {
         [["worker", fixture("broken.ts")], env, /cannot load .*broken\.ts: invalid option "bad\.maxRetries"/],
         [["worker", fixture("sleepy.ts"), "--concurrency", "many"], env, /--concurrency: "many" is not an integer/],
         [["worker", fixture("sleepy.ts"), "--queues", "nowhere"], env, /no registered task runs on "nowhere"/],
-        [["worker", fixture("sleepy.ts"), "--lease-ttl", "3s", "--heartbeat-interval", "5s"], env, /heartbeatInterval .* must be shorter than leaseTtl/]
+        [["worker", fixture("sleepy.ts"), "--lease-ttl", "3s", "--heartbeat-interval", "5s"], env, /heartbeatInterval .* must be shorter than leaseTtl/],
+        // Told not to migrate, on a database without the schema: it says so and touches nothing.
+        [["worker", fixture("sleepy.ts"), "--no-migrate"], { DATABASE_URL: url }, /no hyrex tables in schema "hyrex".*hyrex migrate/],
+        [["worker", fixture("sleepy.ts")], { DATABASE_URL: url, HYREX_MIGRATE: "false" }, /no hyrex tables in schema "hyrex"/],
+        [["worker", fixture("sleepy.ts")], { ...env, HYREX_LEASE_TTL: "soon" }, /invalid worker setting in the environment: .*HYREX_LEASE_TTL/]
       ]
       const results = yield* Effect.forEach(cases, ([args, env]) => run(args, env), { concurrency: 4 })
       results.forEach((result, i) => {
