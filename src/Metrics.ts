@@ -44,14 +44,24 @@ export const queueWaitHistogram = Metric.histogram(
   "time from due to start in milliseconds"
 )
 
+// Updated directly (`unsafeUpdate` in one `Effect.sync`): a metric update as
+// an Effect costs more than a no-op task's handler, and the worker makes
+// several per attempt. Labels come from the metric itself.
+const update = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, input: In) => metric.unsafeUpdate(input, [])
+
 /** @internal */
-export const increment = (counter: Metric.Metric.Counter<number>): Effect.Effect<void> => Metric.increment(counter)
+export const increment = (counter: Metric.Metric.Counter<number>): Effect.Effect<void> =>
+  Effect.sync(() => update(counter, 1))
 /** @internal */
 export const incrementBy = (counter: Metric.Metric.Counter<number>, amount: number): Effect.Effect<void> =>
-  amount === 0 ? Effect.void : Metric.incrementBy(counter, amount)
+  amount === 0 ? Effect.void : Effect.sync(() => update(counter, amount))
 /** @internal */
-export const inFlight = (delta: number): Effect.Effect<void> => Metric.incrementBy(inFlightGauge, delta)
-/** @internal */
-export const runTime = (millis: number): Effect.Effect<void> => Metric.update(runTimeHistogram, millis)
-/** @internal */
-export const queueWait = (millis: number): Effect.Effect<void> => Metric.update(queueWaitHistogram, millis)
+export const inFlight = (delta: number): Effect.Effect<void> => Effect.sync(() => update(inFlightGauge, delta))
+/** @internal An attempt started: its queue wait, and one more in flight. */
+export const attemptStarted = (queueWaitMillis: number): void => {
+  update(queueWaitHistogram, queueWaitMillis)
+}
+/** @internal An attempt's handler ended after `runMillis`. */
+export const attemptRan = (runMillis: number): void => {
+  update(runTimeHistogram, runMillis)
+}

@@ -294,7 +294,7 @@ export const start = <Tasks extends Task.Any>(
     const execute = (claimed: ClaimedTask, entry: InFlight) =>
       Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
-        yield* Metrics.queueWait(Math.max(0, startedAt - claimed.dueAt.getTime()))
+        Metrics.attemptStarted(Math.max(0, startedAt - claimed.dueAt.getTime()))
         // Only the handler is interruptible; settling always runs to its end.
         // The span covers the handler, so its status is the attempt's outcome.
         const exit = yield* Effect.exit(Effect.interruptible(runHandler(claimed).pipe(attemptSpan(claimed))))
@@ -302,7 +302,7 @@ export const start = <Tasks extends Task.Any>(
         // this attempt's write (its lease is still held and renewed).
         handlers -= 1
         yield* signal
-        yield* Metrics.runTime(Math.max(0, (yield* Clock.currentTimeMillis) - startedAt))
+        Metrics.attemptRan(Math.max(0, (yield* Clock.currentTimeMillis) - startedAt))
         yield* settle(claimed, entry, exit).pipe(
           Effect.catchAll((error) =>
             error instanceof LeaseLost
