@@ -1,0 +1,70 @@
+/**
+ * hyrex from this repository's `src/`: `PgTaskStore.layerFromUrl`, `task.sendBatch`
+ * and the real `Worker.start`, with default worker options.
+ */
+import { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Schema, Scope } from "effect"
+import { PgTaskStore, Registry, Task, Worker } from "../../src/index.js"
+import { counter } from "../db.js"
+import type { Handler, Installation, Payload, System, Target } from "../system.js"
+
+const PayloadSchema = Schema.Struct({ n: Schema.Number })
+
+const noopTask = (handler: Handler) =>
+  Task.make("bench_noop", {
+    payload: PayloadSchema,
+    handler: (payload) =>
+      Effect.suspend(() => {
+        const done = handler(payload)
+        return done === undefined ? Effect.void : Effect.promise(() => done)
+      })
+  })
+
+/** A store with its own pool (10 connections, the default), as a separate process would have; logs at Warning and above. */
+const runtimeFor = (target: Target) =>
+  ManagedRuntime.make(
+    Layer.merge(
+      PgTaskStore.layerFromUrl(target.url, { schema: target.schema }),
+      Logger.minimumLogLevel(LogLevel.Warning)
+    )
+  )
+
+export const hyrex: System = {
+  name: "hyrex",
+  settings: "`Worker.start(registry, { concurrency })`, all other options default (lease 15 s, heartbeat 5 s, poll 1 s + LISTEN/NOTIFY); `sendBatch`",
+  renewsLeases: true,
+  install: async (target) => {
+    const producer = runtimeFor(target)
+    const task = noopTask(() => undefined)
+    await producer.runPromise(Effect.void) // builds the store: migrates the fresh schema
+    const unfinished = counter(target.url, `SELECT count(*) AS n FROM ${target.schema}.tasks WHERE status IN ('queued', 'running')`)
+    const installation: Installation = {
+      enqueue: (payloads: ReadonlyArray<Payload>) => producer.runPromise(Effect.asVoid(task.sendBatch(payloads))),
+      send: (payload) => producer.runPromise(Effect.asVoid(task.send(payload))),
+      unfinished: unfinished.count,
+      startWorker: async ({ concurrency, handler }) => {
+        const runtime = runtimeFor(target)
+        const scope = await runtime.runPromise(Scope.make())
+        await runtime.runPromise(
+          Scope.extend(
+            Worker.start(Registry.make(noopTask(handler)), {
+              concurrency,
+              ...(target.leaseSeconds === undefined ? {} : { leaseTtl: `${target.leaseSeconds} seconds` })
+            }),
+            scope
+          )
+        )
+        return {
+          stop: async () => {
+            await runtime.runPromise(Scope.close(scope, Exit.void))
+            await runtime.dispose()
+          }
+        }
+      },
+      close: async () => {
+        await unfinished.close()
+        await producer.dispose()
+      }
+    }
+    return installation
+  }
+}
