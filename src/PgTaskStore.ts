@@ -91,19 +91,12 @@ const TaskRow = Schema.Struct({
   finished_at: Schema.NullOr(Schema.DateFromSelf)
 })
 
+/** What a claim returns: the task's columns a worker needs, and what the claim decided. */
 const ClaimRow = Schema.Struct({
-  id: Schema.String,
-  name: Schema.String,
-  queue: Schema.String,
-  status: TaskStatus,
-  payload: Schema.Unknown,
-  priority: Schema.Number,
-  attempt: Schema.Number,
-  max_retries: Schema.Number,
-  lease_losses: Schema.Number,
+  ...TaskRow.pick("id", "name", "queue", "status", "payload", "priority", "attempt", "max_retries", "lease_losses", "created_at")
+    .fields,
   previous_status: TaskStatus,
   due_at: Schema.DateFromSelf,
-  created_at: Schema.DateFromSelf,
   trace_parent: Schema.NullOr(Schema.String)
 })
 

@@ -49,6 +49,7 @@ import { readFile, rename, rm, writeFile } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
+import { redactUrl } from "../../src/cli/CliError.js"
 
 // ---------------------------------------------------------------------------
 // Public model
@@ -172,17 +173,6 @@ const announce = (line: string): Effect.Effect<void> =>
   Effect.sync(() => console.error(`[TestDatabase] ${line} (pid ${process.pid})`))
 
 const warn = (line: string): Effect.Effect<void> => Effect.sync(() => console.error(`[TestDatabase] WARNING: ${line}`))
-
-/** Hide the password of a connection URL. */
-export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
-  } catch {
-    return "<unparsable url>"
-  }
-}
 
 const describeCause = (cause: unknown): string => {
   const parts: Array<string> = []
