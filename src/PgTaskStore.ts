@@ -388,6 +388,15 @@ export const make = (
       onSome: (client) => Stream.share(PgListener.listen(client.config, channel), { capacity: "unbounded" })
     })
 
+    // Pruning deletes in batches of 5,000, at most 20 per run (100,000 rows
+    // a minute at the default interval), so one run never holds long locks.
+    const pruneBatch = 5000
+    const inBatches = (statement: Effect.Effect<ReadonlyArray<unknown>, unknown>) =>
+      Effect.iterate(0, {
+        while: (batch) => batch < 20,
+        body: (batch) => Effect.map(statement, (deleted) => deleted.length < pruneBatch ? 20 : batch + 1)
+      })
+
     return TaskStore.of({
       enqueue: (all) => {
         // ON CONFLICT cannot touch one row twice in a statement: a key repeated
@@ -644,14 +653,15 @@ export const make = (
                 'attempt', t.attempt, 'kind', 'lease_expired', 'message', 'lease of worker ' || t.lease_owner || ' expired',
                 'worker', t.lease_owner, 'at', t.lease_expires_at)))
             WHERE t.status = 'running' AND t.lease_expires_at <= now() AND t.attempt > t.max_retries`
-          // In bounded batches, so one run never holds long locks on a big table.
-          yield* sql`
+          yield* inBatches(sql`
             DELETE FROM ${tasks} WHERE id IN (
               SELECT id FROM ${tasks} WHERE status IN ('succeeded', 'cancelled') AND finished_at < now() - ${retention}
-              LIMIT 5000)`
-          yield* sql`
+              LIMIT ${pruneBatch})
+            RETURNING 1`)
+          yield* inBatches(sql`
             DELETE FROM ${idempotency} WHERE key IN (
-              SELECT key FROM ${idempotency} WHERE created_at < now() - ${retention} LIMIT 5000)`
+              SELECT key FROM ${idempotency} WHERE created_at < now() - ${retention} LIMIT ${pruneBatch})
+            RETURNING 1`)
           yield* sql`
             UPDATE ${workers} SET status = 'dead'
             WHERE status = 'running'

@@ -107,8 +107,14 @@ export const resolve = (
     if (Duration.lessThanOrEqualTo(pollInterval, Duration.zero)) return yield* fail("pollInterval", "must be positive")
     const drainTimeout = yield* decode("drainTimeout", options.drainTimeout, defaults.drainTimeout)
     const maintenanceInterval = yield* decode("maintenanceInterval", options.maintenanceInterval, defaults.maintenanceInterval)
+    if (Duration.lessThanOrEqualTo(maintenanceInterval, Duration.zero)) {
+      return yield* fail("maintenanceInterval", "must be positive")
+    }
     const retention = yield* decode("retention", options.retention, defaults.retention)
     const workerTimeout = yield* decode("workerTimeout", options.workerTimeout, Duration.times(leaseTtl, 4))
+    if (Duration.lessThanOrEqualTo(workerTimeout, heartbeatInterval)) {
+      return yield* fail("workerTimeout", "must be longer than heartbeatInterval, or live workers are marked dead")
+    }
     const queues = options.queues ?? registryQueues
     if (queues.length === 0) return yield* fail("queues", "a worker needs at least one queue")
     const unknown = queues.filter((queue) => !registryQueues.includes(queue))

@@ -1089,4 +1089,25 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         })
     )
   })
+
+  describe("retention", () => {
+    it.scopedLive("one maintenance run prunes more than one batch of old tasks, and keeps recent and failed ones", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const tasks = f.table("tasks")
+        yield* f.sql`
+          INSERT INTO ${tasks} (name, queue, payload, status, max_retries, run_at, finished_at)
+          SELECT 't.a', 'q1', '{}'::jsonb, CASE WHEN g % 100 = 0 THEN 'failed' ELSE 'succeeded' END, 0, now(),
+            now() - interval '2 hours'
+          FROM generate_series(1, 12000) g`
+        yield* f.sql`
+          INSERT INTO ${tasks} (name, queue, payload, status, max_retries, run_at, finished_at)
+          SELECT 't.a', 'q1', '{}'::jsonb, 'succeeded', 0, now(), now() FROM generate_series(1, 10)`
+        yield* f.store.maintenance({ retentionMillis: 3_600_000, workerTimeoutMillis: 60_000 })
+        const left = yield* f.sql<{ readonly status: string; readonly n: number }>`
+          SELECT status, count(*)::int AS n FROM ${tasks} GROUP BY status ORDER BY status`
+        // 12,000 old: 120 failed (kept), 11,880 succeeded (pruned, over three batches); 10 recent kept.
+        expect(left).toEqual([{ status: "failed", n: 120 }, { status: "succeeded", n: 10 }])
+      }))
+  })
 })

@@ -85,7 +85,9 @@ describe("WorkerConfig", () => {
     ["fractional concurrency", { concurrency: 1.5 }, "concurrency"],
     ["a zero leaseTtl", { leaseTtl: 0 }, "leaseTtl"],
     ["a zero pollInterval", { pollInterval: 0 }, "pollInterval"],
-    ["a blank name", { name: "  " }, "name"]
+    ["a blank name", { name: "  " }, "name"],
+    ["a zero maintenanceInterval", { maintenanceInterval: 0 }, "maintenanceInterval"],
+    ["a workerTimeout within one heartbeat", { workerTimeout: "1 second" }, "workerTimeout"]
   ] as const)("%s is a ConfigurationError", ([_, options, option]) =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(WorkerConfig.resolve(options, ["a", "b"]))
