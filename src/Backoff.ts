@@ -19,6 +19,8 @@ export interface Backoff {
   readonly _tag: "Backoff"
   /** The delays after failed attempts 1..retries, in order. */
   readonly delays: (retries: number) => Effect.Effect<ReadonlyArray<Duration.Duration>>
+  /** The delays, in milliseconds, of `count` tasks sent together: each its own draw. */
+  readonly delaysOf: (count: number, retries: number) => Effect.Effect<ReadonlyArray<ReadonlyArray<number>>>
 }
 
 /**
@@ -51,7 +53,33 @@ export const exponentialDefaults = {
   jitter: 0.2
 } as const
 
-const make = (delays: Backoff["delays"]): Backoff => ({ _tag: "Backoff", delays })
+const toMillis = (delays: ReadonlyArray<Duration.Duration>) => delays.map(Duration.toMillis)
+
+/** A policy whose every task draws its delays with `delays`. */
+const make = (delays: Backoff["delays"]): Backoff => ({
+  _tag: "Backoff",
+  delays,
+  delaysOf: (count, retries) => Effect.forEach(Array.from({ length: count }), () => Effect.map(delays(retries), toMillis))
+})
+
+/** A policy whose delays are the same for every task: computed once per send. */
+const makeFixed = (delays: Backoff["delays"]): Backoff => ({
+  _tag: "Backoff",
+  delays,
+  delaysOf: (count, retries) => Effect.map(delays(retries), (all) => Array(count).fill(toMillis(all)))
+})
+
+/** A small seeded generator (mulberry32): one draw from Effect's `Random` seeds a whole send. */
+const seeded = (seed: number) => {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
 
 /**
  * Exponential backoff with jitter and a cap: `base * factor^(attempt - 1)`.
@@ -66,18 +94,31 @@ export const exponential = (options: ExponentialOptions = {}): Backoff => {
   const factor = options.factor ?? exponentialDefaults.factor
   const max = Duration.toMillis(options.max ?? exponentialDefaults.max)
   const jitter = Math.min(1, Math.max(0, options.jitter ?? exponentialDefaults.jitter))
-  return make((retries) =>
+  const delay = (index: number, spread: number) => Math.round(Math.min(max, base * factor ** index * spread))
+  const delays: Backoff["delays"] = (retries) =>
     Effect.forEach(Array.from({ length: retries }, (_, index) => index), (index) =>
       Effect.map(
         jitter === 0 ? Effect.succeed(1) : Random.nextRange(1 - jitter, 1 + jitter),
-        (spread) => Duration.millis(Math.round(Math.min(max, base * factor ** index * spread)))
+        (spread) => Duration.millis(delay(index, spread))
       ))
-  )
+  if (jitter === 0) return makeFixed(delays)
+  return {
+    _tag: "Backoff",
+    delays,
+    // Every task its own jitter, from one draw of Effect's Random per send
+    // (so TestRandom still makes them reproducible).
+    delaysOf: (count, retries) =>
+      Effect.map(Random.nextInt, (seed) => {
+        const next = seeded(seed)
+        return Array.from({ length: count }, () =>
+          Array.from({ length: retries }, (_, index) => delay(index, 1 - jitter + 2 * jitter * next())))
+      })
+  }
 }
 
 /** The same delay after every failed attempt. */
 export const fixed = (delay: Duration.DurationInput): Backoff =>
-  make((retries) => Effect.succeed(Array.from({ length: retries }, () => Duration.decode(delay))))
+  makeFixed((retries) => Effect.succeed(Array.from({ length: retries }, () => Duration.decode(delay))))
 
 /** Retry at once. */
 export const none: Backoff = fixed(Duration.zero)

@@ -7,6 +7,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Backoff from "./Backoff.js"
@@ -148,32 +149,36 @@ export const make = <const Name extends string, A, I, Out, OutI, E = never, R = 
     ? () => Effect.succeed(undefined)
     : (result: unknown) => Effect.flatMap(Schema.validate(resultSchema)(result), Schema.encode(resultSchema))
 
+  // Payloads are encoded synchronously (a send of thousands must not cost an
+  // Effect per payload); the first invalid one fails the send, nothing enqueued.
+  const encodeEither = Schema.encodeEither(options.payload)
+
   const sendBatch = (payloads: Iterable<A>, batch: SendBatchOptions<A> = {}) =>
     Effect.gen(function*() {
       const store = yield* TaskStore
       const traceParent = yield* TraceParent.current
       const delayMillis = batch.delay === undefined ? 0 : Math.max(0, Duration.toMillis(batch.delay))
-      const requests = yield* Effect.forEach(Array.from(payloads), (payload, index) =>
-        Effect.gen(function*() {
-          const encoded = yield* encodePayload(payload).pipe(
-            Effect.mapError((error) =>
-              new PayloadError({ taskName: name, issue: ParseResult.TreeFormatter.formatErrorSync(error) })
-            )
-          )
-          const delays = yield* backoff.delays(maxRetries)
-          const request: EnqueueRequest = {
-            name,
-            queue,
-            payload: encoded,
-            priority: batch.priority ?? priority,
-            maxRetries: delays.length,
-            backoff: delays.map(Duration.toMillis),
-            delayMillis,
-            idempotencyKey: batch.idempotencyKey?.(payload, index),
-            traceParent
-          }
-          return request
-        }))
+      const all = Array.from(payloads)
+      const encoded: Array<unknown> = []
+      for (const payload of all) {
+        const result = encodeEither(payload)
+        if (Either.isLeft(result)) {
+          return yield* new PayloadError({ taskName: name, issue: ParseResult.TreeFormatter.formatErrorSync(result.left) })
+        }
+        encoded.push(result.right)
+      }
+      const backoffs = yield* backoff.delaysOf(all.length, maxRetries)
+      const requests = all.map((payload, index): EnqueueRequest => ({
+        name,
+        queue,
+        payload: encoded[index],
+        priority: batch.priority ?? priority,
+        maxRetries: backoffs[index]!.length,
+        backoff: backoffs[index]!,
+        delayMillis,
+        idempotencyKey: batch.idempotencyKey?.(payload, index),
+        traceParent
+      }))
       return requests.length === 0 ? [] : yield* store.enqueue(requests)
     }).pipe(Effect.withSpan("hyrex.send", { captureStackTrace: false, attributes: { "hyrex.task": name, "hyrex.queue": queue } }))
 

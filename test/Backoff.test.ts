@@ -43,6 +43,35 @@ describe("Backoff", () => {
       expect(new Set(delays).size).toBeGreaterThan(1)
     }))
 
+  it.effect("delaysOf gives each task of a send its own jittered delays, within bounds", () =>
+    Effect.gen(function*() {
+      const backoff = Backoff.exponential({ base: "1 second", factor: 2, max: "1 minute", jitter: 0.5 })
+      const all = yield* backoff.delaysOf(200, 3)
+      expect(all).toHaveLength(200)
+      for (const delays of all) {
+        expect(delays).toHaveLength(3)
+        delays.forEach((delay, index) => {
+          expect(delay).toBeGreaterThanOrEqual(0.5 * 1000 * 2 ** index)
+          expect(delay).toBeLessThanOrEqual(1.5 * 1000 * 2 ** index)
+        })
+      }
+      // Spread, not one draw shared by all.
+      expect(new Set(all.map((delays) => delays[0])).size).toBeGreaterThan(100)
+      const low = all.filter((delays) => delays[0]! < 1000).length
+      expect(low).toBeGreaterThan(60)
+      expect(low).toBeLessThan(140)
+    }))
+
+  it.effect("delaysOf of a policy without randomness is the same list for every task", () =>
+    Effect.gen(function*() {
+      expect(yield* Backoff.fixed("2 seconds").delaysOf(3, 2)).toEqual([[2000, 2000], [2000, 2000], [2000, 2000]])
+      expect(yield* Backoff.fromFunction((attempt) => Duration.seconds(attempt)).delaysOf(2, 3)).toEqual([
+        [1000, 2000, 3000],
+        [1000, 2000, 3000]
+      ])
+      expect(yield* Backoff.exponential({ jitter: 0 }).delaysOf(2, 2)).toEqual([[1000, 2000], [1000, 2000]])
+    }))
+
   it.effect("jitter outside [0, 1] is clamped", () =>
     Effect.gen(function*() {
       expect(yield* millisOf(Backoff.exponential({ base: "1 second", factor: 1, jitter: -3 }), 3)).toEqual([1000, 1000, 1000])
