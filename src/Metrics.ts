@@ -65,3 +65,11 @@ export const attemptStarted = (queueWaitMillis: number): void => {
 export const attemptRan = (runMillis: number): void => {
   update(runTimeHistogram, runMillis)
 }
+/** @internal One more (or fewer) attempt in flight, now. */
+export const inFlightNow = (delta: number): void => {
+  update(inFlightGauge, delta)
+}
+/** @internal An attempt succeeded, now. */
+export const succeededNow = (): void => {
+  update(succeeded, 1)
+}

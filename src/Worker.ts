@@ -105,6 +105,9 @@ export const start = <Tasks extends Task.Any>(
 
     const running = new Map<string, InFlight>()
     let accepting = true
+    /** Leases held at most: running handlers and attempts still settling. */
+    const maxHeld = 2 * config.concurrency
+    const clock = yield* Effect.clock
     /** Handlers running now; `running` also holds attempts still settling. */
     let handlers = 0
     let turn = 0
@@ -253,9 +256,7 @@ export const start = <Tasks extends Task.Any>(
     const settle = (claimed: ClaimedTask, entry: InFlight, exit: Exit.Exit<unknown, unknown>) => {
       const lease = claimed.lease
       if (Exit.isSuccess(exit)) {
-        return persist(entry, store.complete(lease, exit.value)).pipe(
-          Effect.zipRight(Metrics.increment(Metrics.succeeded))
-        )
+        return Effect.map(persist(entry, store.complete(lease, exit.value)), Metrics.succeededNow)
       }
       if (Cause.isInterruptedOnly(exit.cause) && entry.stop !== undefined) {
         return entry.stop === "drain"
@@ -293,7 +294,7 @@ export const start = <Tasks extends Task.Any>(
 
     const execute = (claimed: ClaimedTask, entry: InFlight) =>
       Effect.gen(function*() {
-        const startedAt = yield* Clock.currentTimeMillis
+        const startedAt = clock.unsafeCurrentTimeMillis()
         Metrics.attemptStarted(Math.max(0, startedAt - claimed.dueAt.getTime()))
         // Only the handler is interruptible; settling always runs to its end.
         // The span covers the handler, so its status is the attempt's outcome.
@@ -302,7 +303,7 @@ export const start = <Tasks extends Task.Any>(
         // this attempt's write (its lease is still held and renewed).
         handlers -= 1
         yield* signal
-        Metrics.attemptRan(Math.max(0, (yield* Clock.currentTimeMillis) - startedAt))
+        Metrics.attemptRan(Math.max(0, clock.unsafeCurrentTimeMillis() - startedAt))
         yield* settle(claimed, entry, exit).pipe(
           Effect.catchAll((error) =>
             error instanceof LeaseLost
@@ -314,8 +315,11 @@ export const start = <Tasks extends Task.Any>(
         )
       }).pipe(
         Effect.ensuring(Effect.suspend(() => {
+          // Only a worker at its cap of held leases waits for this to claim again.
+          const wasFull = running.size >= maxHeld
           running.delete(leaseKey(claimed.lease))
-          return Effect.zipRight(Metrics.inFlight(-1), signal)
+          Metrics.inFlightNow(-1)
+          return wasFull ? signal : Effect.void
         })),
         Effect.annotateLogs({ taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt })
       )
@@ -324,13 +328,15 @@ export const start = <Tasks extends Task.Any>(
     // an interruption that arrives before the handler begins still settles
     // the attempt (it is released, not lost). Must run uninterruptibly.
     const launch = (claimed: ClaimedTask) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         const entry: InFlight = { lease: claimed.lease, stop: undefined, fiber: undefined }
         running.set(leaseKey(claimed.lease), entry)
         handlers += 1
-        yield* Metrics.inFlight(1)
-        entry.fiber = yield* Effect.forkDaemon(execute(claimed, entry))
-        yield* FiberSet.add(taskFibers, entry.fiber)
+        Metrics.inFlightNow(1)
+        return Effect.flatMap(Effect.forkDaemon(execute(claimed, entry)), (fiber) => {
+          entry.fiber = fiber
+          return FiberSet.add(taskFibers, fiber)
+        })
       })
 
     // --- claiming ----------------------------------------------------------
@@ -339,7 +345,7 @@ export const start = <Tasks extends Task.Any>(
     // this worker are always either started or given back.
     const claimOnce = Effect.gen(function*() {
       // Settling attempts hold leases but no slot; at most `concurrency` of them.
-      const free = Math.min(config.concurrency - handlers, 2 * config.concurrency - running.size)
+      const free = Math.min(config.concurrency - handlers, maxHeld - running.size)
       if (!accepting || !healthy || free <= 0) return
       // Rotated on every claim: when each claim takes only a few tasks,
       // every queue still gets its turn.
