@@ -411,9 +411,12 @@ export const make = (
           if (key !== undefined) firstOfKey.set(key, requests.length - 1)
           return requests.length - 1
         })
+        // Without idempotency keys nothing can conflict: a plain insert skips
+        // the speculative insertion ON CONFLICT costs on every row.
+        const keyed = requests.some((r) => r.idempotencyKey !== undefined)
         return sql<{ readonly id: string }>`
           WITH input AS (
-            SELECT nextval(pg_get_serial_sequence(${`${schema}.tasks`}, 'id')) AS id, i.*
+            SELECT nextval((SELECT pg_get_serial_sequence(${`${schema}.tasks`}, 'id')::regclass)) AS id, i.*
             FROM unnest(
               ${requests.map((r) => r.name)}::text[],
               ${requests.map((r) => r.queue)}::text[],
@@ -430,8 +433,12 @@ export const make = (
             SELECT id, name, queue, payload::jsonb, 'queued', priority, max_retries, backoff::jsonb,
               now() + make_interval(secs => delay_ms / 1000), idempotency_key, trace_parent
             FROM input ORDER BY ord
-            ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL
-            DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key
+            ${
+          keyed
+            ? sql`ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL
+            DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key`
+            : sql``
+        }
             RETURNING id, name, idempotency_key
           ), notified AS (
             SELECT count(pg_notify(${channel}, queue)) AS n FROM (SELECT DISTINCT queue FROM input WHERE delay_ms <= 0) q
