@@ -55,8 +55,6 @@ export const increment = (counter: Metric.Metric.Counter<number>): Effect.Effect
 /** @internal */
 export const incrementBy = (counter: Metric.Metric.Counter<number>, amount: number): Effect.Effect<void> =>
   amount === 0 ? Effect.void : Effect.sync(() => update(counter, amount))
-/** @internal */
-export const inFlight = (delta: number): Effect.Effect<void> => Effect.sync(() => update(inFlightGauge, delta))
 /** @internal An attempt started: its queue wait, and one more in flight. */
 export const attemptStarted = (queueWaitMillis: number): void => {
   update(queueWaitHistogram, queueWaitMillis)

@@ -142,16 +142,13 @@ export const make = <const Name extends string, A, I, Out, OutI, E = never, R = 
     "must be a positive integer"
   )
   const backoff = Backoff.from(options.retryBackoff ?? Backoff.defaultPolicy)
-  const encodePayload = (payload: A) => Schema.encode(options.payload)(payload)
+  // Synchronous (an Either is an Effect): a send of thousands must not cost an Effect per payload.
+  const encodePayload = Schema.encodeEither(options.payload)
   const decodePayload = Schema.decodeUnknown(options.payload)
   const resultSchema = options.result
   const encodeResult = resultSchema === undefined
     ? () => Effect.succeed(undefined)
     : (result: unknown) => Effect.flatMap(Schema.validate(resultSchema)(result), Schema.encode(resultSchema))
-
-  // Payloads are encoded synchronously (a send of thousands must not cost an
-  // Effect per payload); the first invalid one fails the send, nothing enqueued.
-  const encodeEither = Schema.encodeEither(options.payload)
 
   const sendBatch = (payloads: Iterable<A>, batch: SendBatchOptions<A> = {}) =>
     Effect.gen(function*() {
@@ -159,9 +156,10 @@ export const make = <const Name extends string, A, I, Out, OutI, E = never, R = 
       const traceParent = yield* TraceParent.current
       const delayMillis = batch.delay === undefined ? 0 : Math.max(0, Duration.toMillis(batch.delay))
       const all = Array.from(payloads)
+      // The first invalid payload fails the send; nothing is enqueued.
       const encoded: Array<unknown> = []
       for (const payload of all) {
-        const result = encodeEither(payload)
+        const result = encodePayload(payload)
         if (Either.isLeft(result)) {
           return yield* new PayloadError({ taskName: name, issue: ParseResult.TreeFormatter.formatErrorSync(result.left) })
         }

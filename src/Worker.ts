@@ -236,19 +236,18 @@ export const start = <Tasks extends Task.Any>(
     // bounded so a write on a dead link cannot hold up shutdown: completions
     // by the store, per batch (a bound per call costs more than a no-op
     // task), the rarer writes here.
+    const writeRetries = Schedule.exponential("100 millis").pipe(
+      Schedule.either(Schedule.spaced("2 seconds")),
+      Schedule.upTo(config.leaseTtl)
+    )
+    // A fenced or lost attempt has nothing left to write.
+    const worthRetrying = (entry: InFlight) => (error: unknown) =>
+      error instanceof StoreError && entry.stop !== "fenced" && entry.stop !== "lost"
+    // Retrying only starts once a write failed: a retry driver on every
+    // successful completion costs more than a no-op task.
     const persist = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
-      // The retry schedule is only built once the first write failed.
-      Effect.catchIf(write, (error) => error instanceof StoreError, () =>
-        write.pipe(
-        Effect.retry({
-          schedule: Schedule.exponential("100 millis").pipe(
-            Schedule.either(Schedule.spaced("2 seconds")),
-            Schedule.upTo(config.leaseTtl)
-          ),
-          // A fenced or lost attempt has nothing left to write.
-          while: (error) => error instanceof StoreError && entry.stop !== "fenced" && entry.stop !== "lost"
-        })
-      ))
+      Effect.catchIf(write, worthRetrying(entry), () =>
+        Effect.retry(Effect.delay(write, "100 millis"), { schedule: writeRetries, while: worthRetrying(entry) }))
     // The whole loop, retries included, within one lease's time.
     const persistBounded = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
       bounded("settle", config.leaseTtl)(persist(entry, write))
