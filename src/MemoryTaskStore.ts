@@ -128,6 +128,11 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
     recordLeaseExpiry(row)
     finish(row, "failed", at)
   }
+  const complete = (lease: Lease, result: unknown) =>
+    fenced(lease, (row, at) => {
+      row.result = result ?? null
+      finish(row, "succeeded", at)
+    })
 
   return TaskStore.of({
     enqueue: (requests) =>
@@ -258,11 +263,13 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
           })
         })),
 
-    complete: (lease, result) =>
-      fenced(lease, (row, at) => {
-        row.result = result ?? null
-        finish(row, "succeeded", at)
-      }),
+    complete,
+    completeAll: (completions) =>
+      Effect.forEach(completions, ({ lease, result }) =>
+        complete(lease, result).pipe(
+          Effect.as(true),
+          Effect.catchTag("LeaseLost", () => Effect.succeed(false))
+        )),
 
     fail: (lease, failure) =>
       Effect.flatMap(

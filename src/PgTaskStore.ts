@@ -44,6 +44,7 @@ import {
   type ClaimRequest,
   type EnqueueRequest,
   type FailOutcome,
+  type Completion,
   type Lease,
   type QueueStats,
   type TaskInfo,
@@ -337,12 +338,12 @@ export const make = (
         return task.value
       })
 
-    // Completions from all of this process's workers share round trips: one
-    // fenced UPDATE per batch, each row still conditional on its own lease. A
-    // lease completed twice in one batch succeeds once, as it would one after
-    // the other.
-    const completeBatch = yield* Batcher.make<{ readonly lease: Lease; readonly result: unknown }, void, LeaseLost | StoreError>(
-      (items: ReadonlyArray<{ readonly lease: Lease; readonly result: unknown }>) => {
+    // One fenced UPDATE for many completions, each row still conditional on
+    // its own lease. A lease completed twice in one batch succeeds once, as it
+    // would one after the other. Bounded by `writeTimeout` and disconnected:
+    // giving up on a round trip over a dead link must not wait for the link.
+    const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
+    const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
         const keyOf = (lease: Lease) => `${lease.taskId}:${lease.attempt}:${lease.owner}`
         const first = new Map<string, number>()
         items.forEach(({ lease }, index) => {
@@ -362,22 +363,23 @@ export const make = (
           RETURNING t.id::text AS id, t.attempt, b.owner
         `.pipe(
           wrap("complete"),
+          Effect.disconnect,
+          Effect.timeoutFail({
+            duration: writeTimeout,
+            onTimeout: () => new StoreError({ operation: "complete", cause: new Error("no answer within writeTimeout") })
+          }),
           Effect.map((rows) => {
             const done = new Set(rows.map((row) => keyOf({ taskId: row.id, attempt: row.attempt, owner: row.owner })))
-            return items.map(({ lease }, index) =>
-              first.get(keyOf(lease)) === index && done.has(keyOf(lease))
-                ? Exit.void
-                : Exit.fail<LeaseLost | StoreError>(new LeaseLost(lease))
-            )
+            return items.map(({ lease }, index) => first.get(keyOf(lease)) === index && done.has(keyOf(lease)))
           })
         )
-      },
-      {
-        maxBatch: 500,
-        concurrency: 3,
-        timeout: Duration.decode(options.writeTimeout ?? defaults.writeTimeout),
-        onTimeout: () => new StoreError({ operation: "complete", cause: new Error("no answer within writeTimeout") })
       }
+    // Single completions from all of this process's fibers share round trips.
+    const completeBatch = yield* Batcher.make<Completion, void, LeaseLost | StoreError>(
+      (items) =>
+        Effect.map(completeAll(items), (recorded) =>
+          recorded.map((ok, index) => ok ? Exit.void : Exit.fail(new LeaseLost(items[index]!.lease)))),
+      { maxBatch: 500, concurrency: 3 }
     )
     const complete = (lease: Lease, result: unknown) => completeBatch({ lease, result })
 
@@ -486,6 +488,7 @@ export const make = (
         ),
 
       complete,
+      completeAll,
 
       fail: (lease, failure) =>
         sql<{ readonly status: string; readonly run_at: Date }>`

@@ -100,6 +100,12 @@ export interface ClaimedTask {
   readonly traceParent?: string | undefined
 }
 
+/** A successful attempt and its encoded result. */
+export interface Completion {
+  readonly lease: Lease
+  readonly result: unknown
+}
+
 /** The renewal a worker sends once per heartbeat, for all its leases. */
 export interface HeartbeatRequest {
   readonly workerId: string
@@ -219,6 +225,13 @@ export class TaskStore extends Context.Tag("hyrex/TaskStore")<TaskStore, {
 
   /** Ends an attempt successfully. Fenced. */
   readonly complete: (lease: Lease, result: unknown) => Effect.Effect<void, LeaseLost | StoreError>
+
+  /**
+   * Ends many attempts successfully in one write, each fenced by its own
+   * lease. Answers, in order, whether each was recorded (`false`: the lease
+   * was lost). A lease listed twice is recorded once.
+   */
+  readonly completeAll: (completions: ReadonlyArray<Completion>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
 
   /** Ends an attempt with a failure: re-queues with backoff, or ends the task `failed`. Fenced. */
   readonly fail: (lease: Lease, failure: AttemptFailure) => Effect.Effect<FailOutcome, LeaseLost | StoreError>

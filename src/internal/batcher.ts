@@ -5,7 +5,6 @@
  * is never delayed, and under load the batches grow by themselves.
  */
 import * as Deferred from "effect/Deferred"
-import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
@@ -26,10 +25,6 @@ export const make = <I, A, E>(
     readonly maxBatch: number
     /** Batches in flight at once: more overlap round trips, fewer make bigger batches. */
     readonly concurrency: number
-    /** A batch without an answer by then fails every caller in it. */
-    readonly timeout: Duration.Duration
-    /** Turns a timeout into the callers' error. */
-    readonly onTimeout: () => E
   }
 ): Effect.Effect<(item: I) => Effect.Effect<A, E>, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -38,10 +33,6 @@ export const make = <I, A, E>(
       Effect.flatMap((chunk) => {
         const batch = Array.from(chunk)
         return run(batch.map((pending) => pending.item)).pipe(
-          // Disconnected: giving up on a round trip over a dead link must not
-          // wait for the link.
-          Effect.disconnect,
-          Effect.timeoutFail({ duration: options.timeout, onTimeout: options.onTimeout }),
           Effect.exit,
           Effect.flatMap((exit) =>
             Effect.forEach(batch, (pending, index) =>

@@ -322,6 +322,28 @@ export const taskStoreSuite = (harness: StoreHarness): void => {
           expect(done.finishedAt).not.toBeNull()
         }))
 
+      test("completeAll records many attempts in one write, each fenced by its own lease", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const ids = [yield* enqueueOne(), yield* enqueueOne(), yield* enqueueOne()]
+          const [a, b, c] = [yield* claimOne("w1"), yield* claimOne("w1"), yield* claimOne("w1")]
+          yield* store.complete(c!.lease, "earlier")
+          const stolen = { ...b!.lease, owner: "w2" }
+          const recorded = yield* store.completeAll([
+            { lease: a!.lease, result: { n: 1 } },
+            { lease: stolen, result: "stolen" },
+            { lease: c!.lease, result: "again" },
+            { lease: b!.lease, result: { n: 2 } },
+            { lease: a!.lease, result: "twice" }
+          ])
+          // A lease listed twice is recorded once, with its first result.
+          expect(recorded).toEqual([true, false, false, true, false])
+          expect(yield* getTask(ids[0]!)).toMatchObject({ status: "succeeded", result: { n: 1 } })
+          expect(yield* getTask(ids[1]!)).toMatchObject({ status: "succeeded", result: { n: 2 } })
+          expect(yield* getTask(ids[2]!)).toMatchObject({ status: "succeeded", result: "earlier" })
+          expect(yield* store.completeAll([])).toEqual([])
+        }))
+
       test("a settled attempt is fenced: writing it again fails with LeaseLost", () =>
         Effect.gen(function*() {
           const store = yield* TaskStore

@@ -411,6 +411,26 @@ export const makeFaults: Effect.Effect<Faults, never, TaskStore> = Effect.gen(fu
       ),
     heartbeat: (request) => through("heartbeat", request.workerId, true, inner.heartbeat(request)),
     complete: (lease, result) => write("complete", lease, inner.complete(lease, result)),
+    // A batch is one write: an injected failure fails all of it; what reached
+    // the store is recorded per lease.
+    completeAll: (completions) =>
+      Effect.suspend(() => {
+        if (failing.complete > 0) {
+          failing.complete -= 1
+          return Effect.fail(new StoreError({ operation: "complete", cause: new Error("injected failure (test fault)") }))
+        }
+        return through(
+          "complete",
+          completions[0]?.lease.owner ?? "",
+          true,
+          Effect.tap(inner.completeAll(completions), (recorded) =>
+            Effect.sync(() => {
+              completions.forEach(({ lease }, index) =>
+                writes.push({ op: "complete", lease, outcome: recorded[index] ? "ok" : "LeaseLost" })
+              )
+            }))
+        )
+      }),
     fail: (lease, failure) => write("fail", lease, inner.fail(lease, failure)),
     release: (lease) => write("release", lease, inner.release(lease)),
     registerWorker: (worker) => through("registerWorker", worker.id, false, inner.registerWorker(worker)),
