@@ -23,14 +23,15 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberHandle from "effect/FiberHandle"
-import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
@@ -38,6 +39,7 @@ import * as Stream from "effect/Stream"
 import * as os from "node:os"
 import { type ConfigurationError, DecodeError, LeaseLost, StoreError, TaskTimeout } from "./Errors.js"
 import * as AttemptFailure from "./internal/attemptFailure.js"
+import * as AttemptFork from "./internal/attemptFork.js"
 import * as TraceParent from "./internal/traceParent.js"
 import { bounded } from "./internal/bounded.js"
 import * as Metrics from "./Metrics.js"
@@ -45,6 +47,7 @@ import type * as Registry from "./Registry.js"
 import type * as Task from "./Task.js"
 import * as TaskContext from "./TaskContext.js"
 import { type ClaimedTask, type Lease, TaskStore } from "./TaskStore.js"
+import * as Prefetch from "./internal/prefetch.js"
 import * as WorkerConfig from "./WorkerConfig.js"
 
 export type { WorkerOptions } from "./WorkerConfig.js"
@@ -58,18 +61,26 @@ type StopReason =
   /** The worker could not renew in time: write nothing, the lease expires. */
   | "fenced"
 
-interface InFlight {
+/** A lease this worker holds: a task waiting in the buffer, running, or settling. */
+interface Held {
+  readonly claimed: ClaimedTask
   readonly lease: Lease
+  /** When the claim returned, on the worker's clock. */
+  readonly claimedAt: number
   stop: StopReason | undefined
-  fiber: Fiber.RuntimeFiber<void, never> | undefined
+  /** Whether the task left the buffer and its attempt started. */
+  started: boolean
+  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
 }
 
 /** What a started worker exposes, mainly for tests and operators. */
 export interface WorkerHandle {
   readonly id: string
   readonly config: WorkerConfig.WorkerConfig
-  /** Leases of the tasks running now. */
+  /** Leases of the tasks running now (or settling), not of those waiting in the buffer. */
   readonly inFlight: Effect.Effect<ReadonlyArray<Lease>>
+  /** Claimed tasks waiting in memory for a free slot. */
+  readonly buffered: Effect.Effect<number>
   /** Whether the last lease renewal succeeded (a fenced worker claims nothing). */
   readonly healthy: Effect.Effect<boolean>
 }
@@ -103,12 +114,16 @@ export const start = <Tasks extends Task.Any>(
     const limits: Record<string, number> = {}
     for (const task of tasks) if (task.maxConcurrency !== undefined) limits[task.name] = task.maxConcurrency
 
-    const running = new Map<string, InFlight>()
+    /** Every lease this worker holds: buffered, running and settling tasks. */
+    const held = new Map<string, Held>()
+    /** Claimed tasks waiting for a free slot, oldest first. */
+    let buffer: Array<Held> = []
+    const prefetch = Prefetch.make(config.concurrency, config.prefetch)
     let accepting = true
-    /** Leases held at most: running handlers and attempts still settling. */
-    const maxHeld = 2 * config.concurrency
+    /** Leases held at most: the buffer, running handlers, and as many attempts still settling. */
+    const maxHeld = 2 * (config.concurrency + config.prefetch)
     const clock = yield* Effect.clock
-    /** Handlers running now; `running` also holds attempts still settling. */
+    /** Handlers running now. */
     let handlers = 0
     let turn = 0
     let healthy = true
@@ -133,23 +148,64 @@ export const start = <Tasks extends Task.Any>(
       )
     )
 
-    const wake = yield* Queue.sliding<void>(1)
-    const signal = Queue.offer(wake, undefined)
+    // The hot path (starting an attempt, noticing its end, queueing its
+    // completion) is plain code run by the attempt's observer: with short
+    // tasks, every Effect spent around a handler is throughput lost. Each
+    // attempt still runs as a fiber of its own, under this runtime, and
+    // everything that talks to the store is an Effect.
+    const runtime = Runtime.make({
+      context,
+      fiberRefs: (yield* Effect.runtime<never>()).fiberRefs,
+      runtimeFlags: Runtime.defaultRuntimeFlags
+    })
+    const runFork = Runtime.runFork(runtime)
+    const forkAttempt = AttemptFork.make(runtime)
 
-    const stop = (entry: InFlight, reason: StopReason) => {
-      entry.stop ??= reason
-      return entry.fiber === undefined ? Effect.void : Fiber.interruptFork(entry.fiber)
+    const wake = yield* Queue.sliding<void>(1)
+    /** A wake-up is queued and not yet taken: no need for another. */
+    let wakePending = false
+    const wakeClaimer = () => {
+      if (wakePending) return
+      wakePending = true
+      wake.unsafeOffer(undefined)
+    }
+    const signal = Effect.sync(wakeClaimer)
+
+    // Resolved once a stopping worker holds no lease any more.
+    const released = yield* Deferred.make<void>()
+    /** The lease is settled (or given up): the worker no longer holds it. */
+    const forget = (entry: Held) => {
+      if (!held.delete(leaseKey(entry.lease))) return
+      if (entry.started) Metrics.inFlightNow(-1)
+      // A worker near its cap of held leases may be waiting for this to claim again.
+      if (wantsClaim()) wakeClaimer()
+      if (!accepting && held.size === 0) Deferred.unsafeDone(released, Exit.void)
     }
 
-    const taskFibers = yield* FiberSet.make<void, never>()
+    const unbuffer = (entries: ReadonlyArray<Held>) => {
+      const leaving = new Set(entries)
+      buffer = buffer.filter((entry) => !leaving.has(entry))
+    }
+
+    // A buffered task has no fiber: stopping it takes it out of the buffer,
+    // and the lease expires (a fenced or lost lease has nothing to write).
+    const stop = (entry: Held, reason: StopReason) =>
+      Effect.suspend(() => {
+        entry.stop ??= reason
+        if (entry.fiber !== undefined) return Fiber.interruptFork(entry.fiber)
+        if (entry.started) return Effect.void
+        unbuffer([entry])
+        forget(entry)
+        return Effect.void
+      })
 
     // --- self-fencing -------------------------------------------------------
 
     const fenceAll = Effect.suspend(() => {
       healthy = false
-      if (running.size === 0) return Effect.void
-      return Effect.logError(`could not renew leases in time; interrupting ${running.size} task(s)`).pipe(
-        Effect.zipRight(Effect.forEach(running.values(), (entry) => stop(entry, "fenced"), { discard: true })),
+      if (held.size === 0) return Effect.void
+      return Effect.logError(`could not renew leases in time; interrupting ${held.size} task(s)`).pipe(
+        Effect.zipRight(Effect.forEach(Array.from(held.values()), (entry) => stop(entry, "fenced"), { discard: true })),
         Effect.zipRight(Metrics.increment(Metrics.selfFenced))
       )
     })
@@ -164,12 +220,50 @@ export const start = <Tasks extends Task.Any>(
         ))
     yield* armFence(registeredAt)
 
+    // --- writes that must land ------------------------------------------------
+
+    // A store outage must not lose the outcome: retry the write until it lands,
+    // every lease it carries is gone, or the lease would have expired anyway.
+    // Each call is bounded so a write on a dead link cannot hold up shutdown:
+    // completions by the store, per batch, the rarer writes here.
+    const writeRetries = Schedule.exponential("100 millis").pipe(
+      Schedule.either(Schedule.spaced("2 seconds")),
+      Schedule.upTo(config.leaseTtl)
+    )
+    // A fenced or lost attempt has nothing left to write.
+    const worthWriting = (entry: Held) => entry.stop !== "fenced" && entry.stop !== "lost"
+    const worthRetrying = (entries: ReadonlyArray<Held>) => (error: unknown) =>
+      error instanceof StoreError && entries.some(worthWriting)
+    // Retrying only starts once a write failed.
+    const persist = <A, E>(entries: ReadonlyArray<Held>, write: Effect.Effect<A, E | StoreError>) =>
+      Effect.catchIf(write, worthRetrying(entries), () =>
+        Effect.retry(Effect.delay(write, "100 millis"), { schedule: writeRetries, while: worthRetrying(entries) }))
+    // The whole loop, retries included, within one lease's time.
+    const persistBounded = <A, E>(entry: Held, write: Effect.Effect<A, E | StoreError>) =>
+      bounded("settle", config.leaseTtl)(persist([entry], write))
+
+    const annotated = (entry: Held) =>
+      Effect.annotateLogs({ taskId: entry.lease.taskId, task: entry.claimed.name, attempt: entry.lease.attempt })
+
+    // Tasks that never started go back to the queue without a charged attempt.
+    const releaseAll = (entries: ReadonlyArray<Held>) =>
+      Effect.forEach(entries, (entry) =>
+        persistBounded(entry, store.release(entry.lease)).pipe(
+          Effect.catchAll((error) =>
+            Effect.logWarning("could not release a task; its lease will expire and another worker will run it", error)
+          ),
+          annotated(entry),
+          Effect.ensuring(Effect.sync(() => forget(entry)))
+        ), { concurrency: 8, discard: true })
+
     // --- heartbeat ----------------------------------------------------------
 
+    /** When the last successful renewal started: buffered tasks older than that wait too long. */
+    let lastBeatAt = registeredAt
     const beat = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
-      const leases = Array.from(running.values(), (entry) => entry.lease)
-      const held = yield* store.heartbeat({ workerId: id, leases, leaseTtlMillis }).pipe(
+      const leases = Array.from(held.values(), (entry) => entry.lease)
+      const renewed = yield* store.heartbeat({ workerId: id, leases, leaseTtlMillis }).pipe(
         bounded("heartbeat", config.heartbeatInterval)
       )
       if (!healthy) {
@@ -179,16 +273,27 @@ export const start = <Tasks extends Task.Any>(
         yield* signal
       }
       yield* armFence(startedAt)
-      yield* Metrics.incrementBy(Metrics.leaseRenewals, held.length)
-      const kept = new Set(held.map(leaseKey))
+      yield* Metrics.incrementBy(Metrics.leaseRenewals, renewed.length)
+      const kept = new Set(renewed.map(leaseKey))
       for (const lease of leases) {
-        const entry = running.get(leaseKey(lease))
+        const entry = held.get(leaseKey(lease))
         if (kept.has(leaseKey(lease)) || entry === undefined) continue
         yield* Effect.logWarning("lease lost; interrupting the task").pipe(
           Effect.annotateLogs({ taskId: lease.taskId, attempt: lease.attempt })
         )
         yield* Metrics.increment(Metrics.leasesLost)
         yield* stop(entry, "lost")
+      }
+      // Rebalancing: a task still buffered since before the previous renewal
+      // waits behind long-running ones; another worker may have a free slot.
+      const stale = buffer.filter((entry) => entry.claimedAt < lastBeatAt)
+      lastBeatAt = startedAt
+      if (stale.length > 0) {
+        // Not claimed right back: nothing ahead until a handler finishes.
+        prefetch.reset()
+        unbuffer(stale)
+        yield* Effect.logDebug(`giving back ${stale.length} buffered task(s) that waited past a heartbeat`)
+        yield* releaseAll(stale)
       }
     })
     yield* beat.pipe(
@@ -205,17 +310,8 @@ export const start = <Tasks extends Task.Any>(
 
     // --- running one attempt -------------------------------------------------
 
-    const runHandler = (claimed: ClaimedTask): Effect.Effect<unknown, unknown> => {
+    const runHandler = (claimed: ClaimedTask): Effect.Effect<unknown, unknown, TaskContext.TaskContext> => {
       const task = registry.tasks.get(claimed.name)!
-      const ctx = TaskContext.make({
-        taskId: claimed.lease.taskId,
-        name: claimed.name,
-        queue: claimed.queue,
-        attempt: claimed.lease.attempt,
-        maxRetries: claimed.maxRetries,
-        workerId: id,
-        leaseLosses: claimed.leaseLosses
-      })
       const handler: Effect.Effect<unknown, unknown, Task.Requirements<Tasks>> = Effect.flatMap(
         Effect.mapError(task.decodePayload(claimed.payload), (error) =>
           new DecodeError({ what: `payload of task ${claimed.lease.taskId} (${claimed.name})`, issue: error.message })),
@@ -225,44 +321,80 @@ export const start = <Tasks extends Task.Any>(
         duration: task.timeout,
         onTimeout: () => new TaskTimeout({ taskName: task.name, timeoutMillis: Duration.toMillis(task.timeout!) })
       })
-      return bounded.pipe(
-        Effect.flatMap(task.encodeResult),
-        Effect.provide(Context.add(context, TaskContext.TaskContext, ctx) as Context.Context<Task.Requirements<Tasks>>)
-      )
+      return Effect.flatMap(bounded, task.encodeResult) as Effect.Effect<unknown, unknown, TaskContext.TaskContext>
     }
 
-    // A store outage must not lose the outcome: retry the write until it lands,
-    // the lease is gone, or the lease would have expired anyway. Each call is
-    // bounded so a write on a dead link cannot hold up shutdown: completions
-    // by the store, per batch (a bound per call costs more than a no-op
-    // task), the rarer writes here.
-    const writeRetries = Schedule.exponential("100 millis").pipe(
-      Schedule.either(Schedule.spaced("2 seconds")),
-      Schedule.upTo(config.leaseTtl)
-    )
-    // A fenced or lost attempt has nothing left to write.
-    const worthRetrying = (entry: InFlight) => (error: unknown) =>
-      error instanceof StoreError && entry.stop !== "fenced" && entry.stop !== "lost"
-    // Retrying only starts once a write failed: a retry driver on every
-    // successful completion costs more than a no-op task.
-    const persist = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
-      Effect.catchIf(write, worthRetrying(entry), () =>
-        Effect.retry(Effect.delay(write, "100 millis"), { schedule: writeRetries, while: worthRetrying(entry) }))
-    // The whole loop, retries included, within one lease's time.
-    const persistBounded = <A, E>(entry: InFlight, write: Effect.Effect<A, E | StoreError>) =>
-      bounded("settle", config.leaseTtl)(persist(entry, write))
+    const attemptOptions = (claimed: ClaimedTask): AttemptFork.AttemptOptions<TaskContext.TaskContext> => ({
+      services: Context.make(
+        TaskContext.TaskContext,
+        TaskContext.make({
+          taskId: claimed.lease.taskId,
+          name: claimed.name,
+          queue: claimed.queue,
+          attempt: claimed.lease.attempt,
+          maxRetries: claimed.maxRetries,
+          workerId: id,
+          leaseLosses: claimed.leaseLosses
+        })
+      ),
+      annotations: { taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt },
+      span: () => ({
+        name: "hyrex.attempt",
+        links: TraceParent.links(claimed.traceParent),
+        attributes: {
+          "hyrex.task": claimed.name,
+          "hyrex.task_id": claimed.lease.taskId,
+          "hyrex.attempt": claimed.lease.attempt,
+          "hyrex.queue": claimed.queue,
+          "hyrex.worker": id
+        }
+      })
+    })
 
-    const settle = (claimed: ClaimedTask, entry: InFlight, exit: Exit.Exit<unknown, unknown>) => {
-      const lease = claimed.lease
-      if (Exit.isSuccess(exit)) {
-        return Effect.map(persist(entry, store.complete(lease, exit.value)), Metrics.succeededNow)
+    // Successful attempts are recorded in batches: at most 500 leases a write,
+    // at most 3 writes in flight. A lone completion is written at once, and
+    // completions that arrive while the writes are busy share the next one.
+    const completions: Array<{ readonly entry: Held; readonly result: unknown }> = []
+    let writing = 0
+    const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
+      const entries = batch.map(({ entry }) => entry)
+      return persist(entries, store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.lease, result })))).pipe(
+        Effect.flatMap((recorded) =>
+          Effect.forEach(entries, (entry, index) => {
+            if (recorded[index]) return Effect.sync(Metrics.succeededNow)
+            return Effect.logWarning("lease lost before the attempt settled; result discarded").pipe(
+              Effect.zipRight(Metrics.increment(Metrics.leasesLost)),
+              annotated(entry)
+            )
+          }, { discard: true })
+        ),
+        Effect.catchAll((error) =>
+          Effect.forEach(entries, (entry) =>
+            Effect.logError("could not record the attempt; its lease will expire and the task will run again", error)
+              .pipe(annotated(entry)), { discard: true })
+        ),
+        Effect.ensuring(Effect.sync(() => entries.forEach(forget)))
+      )
+    }
+    const flushCompletions = () => {
+      while (writing < 3 && completions.length > 0) {
+        writing += 1
+        runFork(writeCompletions(completions.splice(0, 500))).addObserver(() => {
+          writing -= 1
+          flushCompletions()
+        })
       }
-      if (Cause.isInterruptedOnly(exit.cause) && entry.stop !== undefined) {
+    }
+
+    // Failures, and attempts stopped by the worker, are rarer: one write each.
+    const settleFailure = (entry: Held, cause: Cause.Cause<unknown>): Effect.Effect<void, LeaseLost | StoreError> => {
+      const lease = entry.lease
+      if (Cause.isInterruptedOnly(cause) && entry.stop !== undefined) {
         return entry.stop === "drain"
           ? persistBounded(entry, store.release(lease)).pipe(Effect.zipRight(Effect.logInfo("released at shutdown")))
           : Effect.logWarning(`attempt stopped (${entry.stop === "lost" ? "lease lost" : "self-fenced"}); result discarded`)
       }
-      const failure = AttemptFailure.fromCause(exit.cause)
+      const failure = AttemptFailure.fromCause(cause)
       return persistBounded(entry, store.fail(lease, failure)).pipe(
         Effect.flatMap((outcome) =>
           outcome._tag === "Retrying"
@@ -276,76 +408,88 @@ export const start = <Tasks extends Task.Any>(
         Effect.zipRight(Metrics.increment(Metrics.failed))
       )
     }
-
-    const attemptSpan = (claimed: ClaimedTask) =>
-      Effect.withSpan("hyrex.attempt", {
-        // A stack trace per attempt costs more than a no-op handler.
-        captureStackTrace: false,
-        links: TraceParent.links(claimed.traceParent),
-        attributes: {
-          "hyrex.task": claimed.name,
-          "hyrex.task_id": claimed.lease.taskId,
-          "hyrex.attempt": claimed.lease.attempt,
-          "hyrex.queue": claimed.queue,
-          "hyrex.worker": id
-        }
-      })
-
-    const execute = (claimed: ClaimedTask, entry: InFlight) =>
-      Effect.gen(function*() {
-        const startedAt = clock.unsafeCurrentTimeMillis()
-        Metrics.attemptStarted(Math.max(0, startedAt - claimed.dueAt.getTime()))
-        // Only the handler is interruptible; settling always runs to its end.
-        // The span covers the handler, so its status is the attempt's outcome.
-        const exit = yield* Effect.exit(Effect.interruptible(runHandler(claimed).pipe(attemptSpan(claimed))))
-        // The slot is free once the handler is done: the next claim overlaps
-        // this attempt's write (its lease is still held and renewed).
-        handlers -= 1
-        yield* signal
-        Metrics.attemptRan(Math.max(0, clock.unsafeCurrentTimeMillis() - startedAt))
-        yield* settle(claimed, entry, exit).pipe(
-          Effect.catchAll((error) =>
-            error instanceof LeaseLost
-              ? Effect.logWarning("lease lost before the attempt settled; result discarded").pipe(
-                Effect.zipRight(Metrics.increment(Metrics.leasesLost))
-              )
-              : Effect.logError("could not record the attempt; its lease will expire and the task will run again", error)
-          )
-        )
-      }).pipe(
-        Effect.ensuring(Effect.suspend(() => {
-          // Only a worker at its cap of held leases waits for this to claim again.
-          const wasFull = running.size >= maxHeld
-          running.delete(leaseKey(claimed.lease))
-          Metrics.inFlightNow(-1)
-          return wasFull ? signal : Effect.void
-        })),
-        Effect.annotateLogs({ taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt })
+    const settleFailureLogged = (entry: Held, cause: Cause.Cause<unknown>) =>
+      settleFailure(entry, cause).pipe(
+        Effect.catchAll((error) =>
+          error instanceof LeaseLost
+            ? Effect.logWarning("lease lost before the attempt settled; result discarded").pipe(
+              Effect.zipRight(Metrics.increment(Metrics.leasesLost))
+            )
+            : Effect.logError("could not record the attempt; its lease will expire and the task will run again", error)
+        ),
+        annotated(entry),
+        Effect.ensuring(Effect.sync(() => forget(entry)))
       )
 
-    // Forked from an uninterruptible region, the fiber starts uninterruptible:
-    // an interruption that arrives before the handler begins still settles
-    // the attempt (it is released, not lost). Must run uninterruptibly.
-    const launch = (claimed: ClaimedTask) =>
-      Effect.suspend(() => {
-        const entry: InFlight = { lease: claimed.lease, stop: undefined, fiber: undefined }
-        running.set(leaseKey(claimed.lease), entry)
-        handlers += 1
-        Metrics.inFlightNow(1)
-        return Effect.flatMap(Effect.forkDaemon(execute(claimed, entry)), (fiber) => {
-          entry.fiber = fiber
-          return FiberSet.add(taskFibers, fiber)
-        })
-      })
+    // The slot is free once the handler is done: the next buffered task
+    // starts, and the next claim overlaps this attempt's write (its lease is
+    // still held, and renewed, until the write lands).
+    const attemptEnded = (entry: Held, startedAt: number, exit: Exit.Exit<unknown, unknown>) => {
+      handlers -= 1
+      const ranMillis = Math.max(0, clock.unsafeCurrentTimeMillis() - startedAt)
+      prefetch.ran(ranMillis)
+      Metrics.attemptRan(ranMillis)
+      if (Exit.isSuccess(exit)) {
+        completions.push({ entry, result: exit.value })
+        flushCompletions()
+      } else {
+        runFork(settleFailureLogged(entry, exit.cause))
+      }
+      startBuffered()
+      if (wantsClaim()) wakeClaimer()
+    }
+
+    // Only the handler is interruptible; whatever its end, the observer
+    // settles the attempt. The span covers the handler, so its status is the
+    // attempt's outcome.
+    const launch = (entry: Held) => {
+      const claimed = entry.claimed
+      const startedAt = clock.unsafeCurrentTimeMillis()
+      Metrics.attemptStarted(Math.max(0, startedAt - claimed.dueAt.getTime()))
+      Metrics.inFlightNow(1)
+      entry.started = true
+      // A handler with no async step has ended (and been settled) when this returns.
+      entry.fiber = forkAttempt(
+        Effect.interruptible(runHandler(claimed)),
+        attemptOptions(claimed),
+        (exit) => attemptEnded(entry, startedAt, exit)
+      )
+    }
+
+    /**
+     * Starts buffered tasks while slots are free. A handler that needs no
+     * async step ends inside `launch`, and its observer calls this again: that
+     * call returns at once and this loop takes the freed slot, so the stack
+     * stays flat however many such tasks the buffer holds.
+     */
+    let starting = false
+    const startBuffered = () => {
+      if (starting) return
+      starting = true
+      try {
+        while (accepting && buffer.length > 0 && handlers < config.concurrency) {
+          handlers += 1
+          launch(buffer.shift()!)
+        }
+      } finally {
+        starting = false
+      }
+    }
 
     // --- claiming ----------------------------------------------------------
 
-    // Uninterruptible from the claim to the launch: tasks the store leased to
-    // this worker are always either started or given back.
+    /** Tasks to claim now: free slots plus the room left in the buffer. */
+    const claimable = () =>
+      Math.min(config.concurrency - handlers + prefetch.target() - buffer.length, maxHeld - held.size)
+    // Claims overlap the work of the buffer, and take at least a quarter of
+    // it at a time: few, large claims, and a buffer that does not run dry.
+    const wantsClaim = () => accepting && healthy && claimable() >= Math.max(1, prefetch.target() / 4)
+
+    // Uninterruptible from the claim to the buffer: tasks the store leased to
+    // this worker are always either buffered, started or given back.
     const claimOnce = Effect.gen(function*() {
-      // Settling attempts hold leases but no slot; at most `concurrency` of them.
-      const free = Math.min(config.concurrency - handlers, maxHeld - running.size)
-      if (!accepting || !healthy || free <= 0) return
+      if (!wantsClaim()) return
+      const free = claimable()
       // Rotated on every claim: when each claim takes only a few tasks,
       // every queue still gets its turn.
       turn = (turn + 1) % config.queues.length
@@ -365,16 +509,33 @@ export const start = <Tasks extends Task.Any>(
       if (claimed.length === 0) return
       yield* Metrics.incrementBy(Metrics.claimed, claimed.length)
       yield* Metrics.incrementBy(Metrics.takeovers, claimed.filter((task) => task.takeover).length)
+      const claimedAt = clock.unsafeCurrentTimeMillis()
+      const entries = claimed.map((task): Held => ({
+        claimed: task,
+        lease: task.lease,
+        claimedAt,
+        stop: undefined,
+        started: false,
+        fiber: undefined
+      }))
+      for (const entry of entries) held.set(leaseKey(entry.lease), entry)
       if (!accepting) {
         // Shutdown began while the claim was on the way.
-        yield* Effect.forEach(claimed, (task) => Effect.ignore(store.release(task.lease)), { discard: true })
+        yield* releaseAll(entries)
         return
       }
-      yield* Effect.forEach(claimed, launch, { discard: true })
+      buffer.push(...entries)
+      startBuffered()
       // A full batch suggests more work is waiting.
-      if (claimed.length === free) yield* signal
+      if (claimed.length === free) wakeClaimer()
     }).pipe(Effect.uninterruptible)
-    const idle = Queue.take(wake).pipe(Effect.timeout(config.pollInterval), Effect.ignore)
+    const idle = Queue.take(wake).pipe(
+      Effect.timeout(config.pollInterval),
+      Effect.ignore,
+      Effect.ensuring(Effect.sync(() => {
+        wakePending = false
+      }))
+    )
     const claimLoop = Effect.forever(Effect.zipRight(claimOnce, idle))
 
     yield* store.wakeups.pipe(
@@ -400,9 +561,15 @@ export const start = <Tasks extends Task.Any>(
     // its loser, so the bounded wait runs in a fiber of its own.
     const drain = Effect.gen(function*() {
       accepting = false
-      if (running.size === 0) return
-      yield* Effect.logInfo(`draining ${running.size} task(s) for up to ${Duration.format(config.drainTimeout)}`)
-      const waited = yield* FiberSet.awaitEmpty(taskFibers).pipe(
+      if (buffer.length > 0) {
+        const waiting = buffer
+        buffer = []
+        yield* Effect.logInfo(`giving back ${waiting.length} buffered task(s)`)
+        yield* releaseAll(waiting)
+      }
+      if (held.size === 0) return
+      yield* Effect.logInfo(`draining ${held.size} task(s) for up to ${Duration.format(config.drainTimeout)}`)
+      const waited = yield* Deferred.await(released).pipe(
         Effect.timeout(config.drainTimeout),
         Effect.option,
         Effect.interruptible,
@@ -410,10 +577,9 @@ export const start = <Tasks extends Task.Any>(
         Effect.flatMap(Fiber.join)
       )
       if (waited._tag === "Some") return
-      yield* Effect.logWarning(`drain timeout: releasing ${running.size} task(s)`)
-      // All at once (FiberSet.clear would interrupt them one after the other).
-      yield* Effect.forEach(running.values(), (entry) => stop(entry, "drain"), { discard: true })
-      yield* FiberSet.awaitEmpty(taskFibers)
+      yield* Effect.logWarning(`drain timeout: releasing ${handlers} task(s)`)
+      yield* Effect.forEach(Array.from(held.values()), (entry) => stop(entry, "drain"), { discard: true })
+      yield* Deferred.await(released)
     })
     yield* Effect.addFinalizer(() => drain)
 
@@ -426,7 +592,10 @@ export const start = <Tasks extends Task.Any>(
     return {
       id,
       config,
-      inFlight: Effect.sync(() => Array.from(running.values(), (entry) => entry.lease)),
+      inFlight: Effect.sync(() =>
+        Array.from(held.values()).filter((entry) => entry.started).map((entry) => entry.lease)
+      ),
+      buffered: Effect.sync(() => buffer.length),
       healthy: Effect.sync(() => healthy)
     }
   })

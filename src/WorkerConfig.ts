@@ -19,6 +19,13 @@ export interface WorkerOptions {
   readonly queues?: ReadonlyArray<string> | undefined
   /** In-flight tasks at most. Default 10. */
   readonly concurrency?: number | undefined
+  /**
+   * Claimed tasks a worker may hold in memory, waiting for a free slot, at
+   * most. The worker fills this buffer only as far as about 100 ms of work at
+   * its handlers' recent run time, so long tasks are not held back from other
+   * workers. Default `10 * concurrency`; `0` claims only free slots.
+   */
+  readonly prefetch?: number | undefined
   /** How long a claim or a renewal holds a task. Default 15 s. */
   readonly leaseTtl?: Duration.DurationInput | undefined
   /** How often leases are renewed. Default `leaseTtl / 3`. */
@@ -46,6 +53,7 @@ export interface WorkerOptions {
 export interface WorkerConfig {
   readonly queues: ReadonlyArray<string>
   readonly concurrency: number
+  readonly prefetch: number
   readonly leaseTtl: Duration.Duration
   readonly heartbeatInterval: Duration.Duration
   readonly pollInterval: Duration.Duration
@@ -60,6 +68,8 @@ export interface WorkerConfig {
 /** The defaults that do not depend on other options. */
 export const defaults = {
   concurrency: 10,
+  /** `prefetch` is this many times `concurrency` unless set. */
+  prefetchPerSlot: 10,
   leaseTtl: Duration.seconds(15),
   pollInterval: Duration.seconds(1),
   drainTimeout: Duration.seconds(30),
@@ -89,6 +99,10 @@ export const resolve = (
     const concurrency = options.concurrency ?? defaults.concurrency
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       return yield* fail("concurrency", `must be a positive integer, got ${concurrency}`)
+    }
+    const prefetch = options.prefetch ?? defaults.prefetchPerSlot * concurrency
+    if (!Number.isInteger(prefetch) || prefetch < 0) {
+      return yield* fail("prefetch", `must be a non-negative integer, got ${prefetch}`)
     }
     const leaseTtl = yield* decode("leaseTtl", options.leaseTtl, defaults.leaseTtl)
     if (Duration.lessThanOrEqualTo(leaseTtl, Duration.zero)) return yield* fail("leaseTtl", "must be positive")
@@ -126,6 +140,7 @@ export const resolve = (
     return {
       queues: Array.from(new Set(queues)),
       concurrency,
+      prefetch,
       leaseTtl,
       heartbeatInterval,
       pollInterval,
@@ -151,7 +166,7 @@ const durationVar = (name: string) =>
 
 /**
  * Reads worker options from the environment: `HYREX_QUEUES` (comma
- * separated), `HYREX_CONCURRENCY`, `HYREX_LEASE_TTL`, `HYREX_HEARTBEAT_INTERVAL`,
+ * separated), `HYREX_CONCURRENCY`, `HYREX_PREFETCH`, `HYREX_LEASE_TTL`, `HYREX_HEARTBEAT_INTERVAL`,
  * `HYREX_POLL_INTERVAL`, `HYREX_DRAIN_TIMEOUT`, `HYREX_FENCE_MARGIN`,
  * `HYREX_MAINTENANCE_INTERVAL`, `HYREX_RETENTION`, `HYREX_WORKER_TIMEOUT`,
  * `HYREX_WORKER_NAME`. Durations are written like `15s`, `500ms` or `3 days`.
@@ -159,6 +174,7 @@ const durationVar = (name: string) =>
 export const fromEnv: Config.Config<WorkerOptions> = Config.all({
   queues: Config.option(Config.array(Config.string(), "HYREX_QUEUES")),
   concurrency: Config.option(Config.integer("HYREX_CONCURRENCY")),
+  prefetch: Config.option(Config.integer("HYREX_PREFETCH")),
   leaseTtl: durationVar("HYREX_LEASE_TTL"),
   heartbeatInterval: durationVar("HYREX_HEARTBEAT_INTERVAL"),
   pollInterval: durationVar("HYREX_POLL_INTERVAL"),
@@ -172,6 +188,7 @@ export const fromEnv: Config.Config<WorkerOptions> = Config.all({
   Config.map((fields): WorkerOptions => ({
     queues: Option.getOrUndefined(fields.queues),
     concurrency: Option.getOrUndefined(fields.concurrency),
+    prefetch: Option.getOrUndefined(fields.prefetch),
     leaseTtl: Option.getOrUndefined(fields.leaseTtl),
     heartbeatInterval: Option.getOrUndefined(fields.heartbeatInterval),
     pollInterval: Option.getOrUndefined(fields.pollInterval),

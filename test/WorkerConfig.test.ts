@@ -28,6 +28,7 @@ describe("WorkerConfig", () => {
       const config = yield* WorkerConfig.resolve({}, ["billing", "documents"])
       expect(config.queues).toEqual(["billing", "documents"])
       expect(config.concurrency).toBe(10)
+      expect(config.prefetch).toBe(100)
       expect(config.name).toBe(`${os.hostname()}:${process.pid}`)
       expect(millisOf(config)).toEqual({
         leaseTtl: 15_000,
@@ -83,6 +84,8 @@ describe("WorkerConfig", () => {
     ["concurrency 0", { concurrency: 0 }, "concurrency"],
     ["negative concurrency", { concurrency: -1 }, "concurrency"],
     ["fractional concurrency", { concurrency: 1.5 }, "concurrency"],
+    ["a negative prefetch", { prefetch: -1 }, "prefetch"],
+    ["a fractional prefetch", { prefetch: 0.5 }, "prefetch"],
     ["a zero leaseTtl", { leaseTtl: 0 }, "leaseTtl"],
     ["a zero pollInterval", { pollInterval: 0 }, "pollInterval"],
     ["a blank name", { name: "  " }, "name"],
@@ -108,6 +111,7 @@ describe("WorkerConfig", () => {
         new Map([
           ["HYREX_QUEUES", "a,b"],
           ["HYREX_CONCURRENCY", "4"],
+          ["HYREX_PREFETCH", "0"],
           ["HYREX_LEASE_TTL", "30 seconds"],
           ["HYREX_HEARTBEAT_INTERVAL", "5 seconds"],
           ["HYREX_POLL_INTERVAL", "200 millis"],
@@ -116,7 +120,7 @@ describe("WorkerConfig", () => {
         ])
       )))
       const config = yield* WorkerConfig.resolve(options, ["a", "b", "c"])
-      expect(config).toMatchObject({ queues: ["a", "b"], concurrency: 4, name: "env-worker" })
+      expect(config).toMatchObject({ queues: ["a", "b"], concurrency: 4, prefetch: 0, name: "env-worker" })
       expect(millisOf(config)).toMatchObject({
         leaseTtl: 30_000,
         heartbeatInterval: 5_000,

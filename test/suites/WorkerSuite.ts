@@ -85,6 +85,22 @@ interface Run {
   readonly at: number
 }
 
+/**
+ * A tracer as an exporter would install: Effect's own spans, each handed to
+ * `onSpan`. (Under Effect's built-in tracer, which exports nothing, a worker
+ * makes no attempt spans.)
+ */
+const exportingTracer = (onSpan: (span: Tracer.Span) => void = () => {}) =>
+  Effect.map(Effect.tracer, (native) =>
+    Tracer.make({
+      context: (f, fiber) => native.context(f, fiber),
+      span: (...args) => {
+        const span = native.span(...args)
+        onSpan(span)
+        return span
+      }
+    }))
+
 const currentRun: Effect.Effect<Run, never, TaskContext.TaskContext> = Effect.gen(function*() {
   const ctx = yield* TaskContext.TaskContext
   return {
@@ -163,7 +179,9 @@ export const workerSuite = (harness: StoreHarness): void => {
                 seen.add({ name: span.name, links: span.links.map((link) => `${link.span.traceId}/${link.span.spanId}`) }))
           })
           // Started inside a span of the application: attempts still get spans of their own.
-          yield* Effect.withSpan(startWorker(harness, Registry.make(task)), "application")
+          yield* Effect.withSpan(startWorker(harness, Registry.make(task)), "application").pipe(
+            Effect.withTracer(yield* exportingTracer())
+          )
           const producer = yield* Effect.makeSpan("producer")
           const id = yield* task.send({}).pipe(Effect.withParentSpan(producer))
           yield* awaitStatus(harness, id, "succeeded")
@@ -174,17 +192,24 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(seen.entries[0]!.links[0]).toMatch(new RegExp(`^${producer.traceId}/[0-9a-f]{16}$`))
         }))
 
+      test("under Effect's built-in tracer, which exports nothing, attempts make no spans", () =>
+        Effect.gen(function*() {
+          const seen = makeLog<string>()
+          const task = Task.make("untraced.task", {
+            payload: Empty,
+            handler: () =>
+              Effect.flatMap(Effect.option(Effect.currentSpan), (span) => seen.add(span._tag === "Some" ? span.value.name : "none"))
+          })
+          yield* startWorker(harness, Registry.make(task))
+          yield* awaitStatus(harness, yield* task.send({}), "succeeded")
+          expect(seen.entries).toEqual(["none"])
+        }))
+
       test("an attempt's span ends with the attempt's outcome", () =>
         Effect.gen(function*() {
           const spans: Array<Tracer.Span> = []
-          const native = yield* Effect.tracer
-          const recording = Tracer.make({
-            context: (f, fiber) => native.context(f, fiber),
-            span: (...args) => {
-              const span = native.span(...args)
-              if (span.name === "hyrex.attempt") spans.push(span)
-              return span
-            }
+          const recording = yield* exportingTracer((span) => {
+            if (span.name === "hyrex.attempt") spans.push(span)
           })
           const task = Task.make("span.outcome", {
             payload: Empty,
@@ -883,6 +908,118 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(ofSecond[0]?.finishedBefore).toBe(0)
           expect(ofSecond.length).toBeGreaterThanOrEqual(4)
           for (const id of ids) expect((yield* getTask(id)).attempt).toBe(1)
+        }))
+    })
+
+    describe("claiming ahead", () => {
+      /**
+       * A worker with one slot and a buffer of five, whose handlers it has
+       * seen finish at once (so it claims ahead), holding a task that runs
+       * until `release` and five more waiting in its buffer.
+       */
+      const bufferedWorker = (name: string) =>
+        Effect.gen(function*() {
+          const release = yield* Deferred.make<void>()
+          const runs = makeLog<Run & { readonly n: number }>()
+          const task = Task.make("ahead.task", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: ({ n }) =>
+              Effect.flatMap(currentRun, (run) => runs.add({ ...run, n })).pipe(
+                Effect.zipRight(n === 0 ? Deferred.await(release) : Effect.void)
+              )
+          })
+          const registry = Registry.make(task)
+          const worker = yield* startWorker(harness, registry, {
+            name,
+            concurrency: 1,
+            prefetch: 5,
+            drainTimeout: Duration.millis(4 * unit)
+          })
+          // One quick task first: until a handler has finished, nothing is claimed ahead.
+          yield* awaitStatus(harness, yield* task.send({ n: -1 }), "succeeded")
+          const [blocker, ...waiting] = yield* task.sendBatch([0, 1, 2, 3, 4, 5].map((n) => ({ n })))
+          yield* eventually(harness, Effect.flatMap(worker.handle.buffered, (buffered) => Effect.sync(() => expect(buffered).toBe(5))))
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries.map((run) => run.n)).toEqual([-1, 0])))
+          return { task, registry, worker, runs, blocker: blocker!, waiting, release: Deferred.succeed(release, undefined) }
+        })
+
+      test("a worker claims ahead into its buffer, holding leases on the waiting tasks, and runs them in turn", () =>
+        Effect.gen(function*() {
+          const { blocker, release, runs, waiting, worker } = yield* bufferedWorker("ahead")
+          for (const id of waiting) {
+            expect(yield* getTask(id)).toMatchObject({ status: "running", attempt: 1 })
+            expect(workerName((yield* getTask(id)).leaseOwner!)).toBe("ahead")
+          }
+          expect(yield* worker.handle.inFlight).toHaveLength(1)
+          yield* release
+          for (const id of [blocker, ...waiting]) yield* awaitStatus(harness, id, "succeeded")
+          expect(runs.entries.map((run) => run.n)).toEqual([-1, 0, 1, 2, 3, 4, 5])
+          for (const id of waiting) expect(yield* getTask(id)).toMatchObject({ attempt: 1, errors: [] })
+        }))
+
+      test("stopping a worker gives its buffered tasks back at once, without charging an attempt", () =>
+        Effect.gen(function*() {
+          const { blocker, registry, release, runs, waiting, worker } = yield* bufferedWorker("first")
+          const stopping = yield* Effect.fork(worker.stop)
+          // Given back before the running task ends.
+          for (const id of waiting) {
+            yield* awaitTask(harness, id, (task) => task.status === "queued" && task.attempt === 0 && task.leaseOwner === null)
+          }
+          yield* release
+          yield* Fiber.join(stopping)
+          expect(yield* getTask(blocker)).toMatchObject({ status: "succeeded", attempt: 1 })
+          yield* startWorker(harness, registry, { name: "second" })
+          for (const id of waiting) {
+            expect(yield* awaitStatus(harness, id, "succeeded")).toMatchObject({ attempt: 1, errors: [], leaseLosses: 0 })
+          }
+          expect(runs.entries.filter((run) => run.n > 0).map((run) => run.worker)).toEqual(Array(5).fill("second"))
+        }))
+
+      test("buffered tasks still waiting a heartbeat later go back for other workers", () =>
+        Effect.gen(function*() {
+          const { registry, release, runs, waiting } = yield* bufferedWorker("busy")
+          yield* startWorker(harness, registry, { name: "idle", concurrency: 5 })
+          for (const id of waiting) {
+            expect(yield* awaitStatus(harness, id, "succeeded")).toMatchObject({ attempt: 1, errors: [] })
+          }
+          // The busy worker was still running its long task all along.
+          const ofWaiting = runs.entries.filter((run) => run.n > 0)
+          expect(ofWaiting.map((run) => run.worker)).toEqual(Array(5).fill("idle"))
+          yield* release
+        }))
+
+      test("a buffered task cancelled before it starts never runs", () =>
+        Effect.gen(function*() {
+          const { blocker, release, runs, waiting } = yield* bufferedWorker("ahead")
+          const store = yield* TaskStore
+          yield* store.cancel(waiting[0]!)
+          // The next heartbeat finds the lease gone and drops the task.
+          yield* advance(harness, d.heartbeatInterval)
+          yield* advance(harness, d.heartbeatInterval)
+          yield* release
+          for (const id of [blocker, ...waiting.slice(1)]) yield* awaitStatus(harness, id, "succeeded")
+          expect(yield* getTask(waiting[0]!)).toMatchObject({ status: "cancelled" })
+          // (Buffered tasks may have gone back and been claimed again meanwhile, in another order.)
+          expect(runs.entries.map((run) => run.n).sort()).toEqual([-1, 0, 2, 3, 4, 5])
+        }))
+
+      test("prefetch 0 claims only free slots", () =>
+        Effect.gen(function*() {
+          const release = yield* Deferred.make<void>()
+          const task = Task.make("ahead.none", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: ({ n }) => n === 0 ? Deferred.await(release) : Effect.void
+          })
+          const worker = yield* startWorker(harness, Registry.make(task), { concurrency: 1, prefetch: 0 })
+          yield* awaitStatus(harness, yield* task.send({ n: -1 }), "succeeded")
+          const [blocker, ...waiting] = yield* task.sendBatch([0, 1, 2].map((n) => ({ n })))
+          yield* awaitStatus(harness, blocker!, "running")
+          yield* advance(harness, d.pollInterval)
+          yield* advance(harness, d.pollInterval)
+          expect(yield* worker.handle.buffered).toBe(0)
+          for (const id of waiting) expect(yield* getTask(id)).toMatchObject({ status: "queued", attempt: 0 })
+          yield* Deferred.succeed(release, undefined)
+          for (const id of waiting) yield* awaitStatus(harness, id, "succeeded")
         }))
     })
 
