@@ -175,6 +175,7 @@ export const make = (
     const workers = sql(`${schema}.workers`)
     const idempotency = sql(`${schema}.idempotency`)
     const retryDelay = sql(`${schema}.retry_delay`)
+    const claimDue = sql(`${schema}.claim_due`)
     const channel = `hyrex_${schema}`
     const maintenanceLock = `hyrex:maintenance:${schema}`
 
@@ -190,6 +191,23 @@ export const make = (
     const decodeTasks = Schema.decodeUnknown(Schema.Array(TaskRow))
     const decodeClaims = Schema.decodeUnknown(Schema.Array(ClaimRow))
     const json = (value: unknown) => JSON.stringify(value ?? null)
+
+    // Rows of a claim that ended `failed` (an expired lease with no retries
+    // left) are not the worker's to run.
+    const claimedTasks = (request: ClaimRequest, rows: ReadonlyArray<typeof ClaimRow.Type>) =>
+      rows.filter((row) => row.status === "running").map((row): ClaimedTask => ({
+        lease: { taskId: row.id, attempt: row.attempt, owner: request.workerId },
+        name: row.name,
+        queue: row.queue,
+        payload: row.payload,
+        priority: row.priority,
+        maxRetries: row.max_retries,
+        leaseLosses: row.lease_losses,
+        takeover: row.previous_status === "running",
+        createdAt: row.created_at,
+        dueAt: row.due_at,
+        traceParent: row.trace_parent ?? undefined
+      }))
 
     const fencedBy = (lease: Lease) =>
       sql`t.id = ${lease.taskId} AND t.attempt = ${lease.attempt} AND t.lease_owner = ${lease.owner} AND t.status = 'running'`
@@ -275,24 +293,7 @@ export const make = (
         WHERE t.id = d.id
         RETURNING t.id, t.name, t.queue, t.status, t.payload, t.priority, t.attempt, t.max_retries, t.lease_losses,
           d.previous_status, d.due_at, t.created_at, t.trace_parent
-      `.pipe(
-        Effect.flatMap(decodeClaims),
-        Effect.map((rows) =>
-          rows.filter((row) => row.status === "running").map((row): ClaimedTask => ({
-            lease: { taskId: row.id, attempt: row.attempt, owner: request.workerId },
-            name: row.name,
-            queue: row.queue,
-            payload: row.payload,
-            priority: row.priority,
-            maxRetries: row.max_retries,
-            leaseLosses: row.lease_losses,
-            takeover: row.previous_status === "running",
-            createdAt: row.created_at,
-            dueAt: row.due_at,
-            traceParent: row.trace_parent ?? undefined
-          }))
-        )
-      )
+      `.pipe(Effect.flatMap(decodeClaims), Effect.map((rows) => claimedTasks(request, rows)))
     }
 
     // Limited tasks are claimed under an advisory lock per name (taken in one
@@ -303,7 +304,12 @@ export const make = (
     const claim = (request: ClaimRequest) => {
       const unlimited = request.names.filter((name) => request.limits[name] === undefined)
       const limited = request.names.filter((name) => request.limits[name] !== undefined)
-      if (limited.length === 0) return claimBatch(request, unlimited, [], request.max)
+      if (limited.length === 0) {
+        return sql`
+          SELECT * FROM ${claimDue}(${request.queues}::text[], ${unlimited}::text[], ${request.max}::int,
+            ${request.leaseTtlMillis}::double precision, ${request.workerId}::text)
+        `.pipe(Effect.flatMap(decodeClaims), Effect.map((rows) => claimedTasks(request, rows)))
+      }
       return sql.withTransaction(Effect.gen(function*() {
         yield* sql`
           SELECT pg_advisory_xact_lock(h) FROM (

@@ -45,6 +45,7 @@ import * as Task from "../src/Task.js"
 import * as TaskContext from "../src/TaskContext.js"
 import { type ClaimedTask, type Lease, type TaskInfo, TaskStore } from "../src/TaskStore.js"
 import * as Worker from "../src/Worker.js"
+import * as PgClaimDue from "../src/internal/pgClaimDue.js"
 import {
   type Captured,
   capturing,
@@ -54,6 +55,7 @@ import {
   enqueueRequest,
   eventually,
   explain,
+  explainGeneric,
   type Fixture,
   fixture,
   freshSchema,
@@ -351,7 +353,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
 
         const migrations = yield* probe<{ readonly migration_id: number; readonly name: string }>`
           SELECT migration_id, name FROM ${probe(`${schema}.migrations`)} ORDER BY migration_id`
-        expect(migrations).toEqual([{ migration_id: 1, name: "create_tasks" }])
+        expect(migrations).toEqual([{ migration_id: 1, name: "create_tasks" }, { migration_id: 2, name: "claim_due" }])
         const tables = yield* probe<{ readonly name: string }>`
           SELECT tablename AS name FROM pg_tables WHERE schemaname = ${schema} ORDER BY tablename`
         expect(tables.map((row) => row.name)).toEqual(["idempotency", "migrations", "tasks", "workers"])
@@ -818,23 +820,30 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           f.store.claim(claimRequest("w1", { queues: ["q1", "q2", "q3"], names: ["t.a", "t.b"], max: 10 }))
         )
         expect(claimed).toHaveLength(10)
-        expect(claimStatements).toHaveLength(1)
-        const claimPlan = yield* explain(f.sql, claimStatements[0]!)
-        const why = `\n${render(claimPlan)}`
-        expect(seqScansOfTasks(claimPlan), why).toEqual([])
-        const lockRows = find(claimPlan, (node) => node["Node Type"] === "LockRows")
-        expect(lockRows, why).toHaveLength(1)
-        // Below the lock: an ordered scan of the claim index, never a sort.
-        expect(find(lockRows[0]!, isSort), why).toEqual([])
-        expect(
-          find(lockRows[0]!, (node) => node["Relation Name"] === "tasks").map((node) => [node["Node Type"], node["Index Name"]]),
-          why
-        ).toEqual([["Index Scan", "tasks_claim"]])
-        // The only sort is the bounded round-robin merge above the per-queue scans.
-        const sorts = find(claimPlan, isSort)
-        expect(sorts, why).toHaveLength(1)
-        expect(find(sorts[0]!, (node) => node["Node Type"] === "LockRows"), why).toHaveLength(1)
-        expect(find(claimPlan, (node) => node["Node Type"] === "Limit" && (node.Plans ?? []).some(isSort)), why).toHaveLength(1)
+        // One call of the claim function, whose query is planned once per
+        // session: its plan for these values, and the generic plan it keeps.
+        expect(claimStatements.map((statement) => /claim_due/.test(statement.text))).toEqual([true])
+        const functionQuery = {
+          text: PgClaimDue.query(f.schema),
+          params: [["q1", "q2", "q3"], ["t.a", "t.b"], 10, 30_000, "w2"]
+        }
+        for (const claimPlan of [yield* explain(f.sql, functionQuery), yield* explainGeneric(f.sql, functionQuery)]) {
+          const why = `\n${render(claimPlan)}`
+          expect(seqScansOfTasks(claimPlan), why).toEqual([])
+          const lockRows = find(claimPlan, (node) => node["Node Type"] === "LockRows")
+          expect(lockRows, why).toHaveLength(1)
+          // Below the lock: an ordered scan of the claim index, never a sort.
+          expect(find(lockRows[0]!, isSort), why).toEqual([])
+          expect(
+            find(lockRows[0]!, (node) => node["Relation Name"] === "tasks").map((node) => [node["Node Type"], node["Index Name"]]),
+            why
+          ).toEqual([["Index Scan", "tasks_claim"]])
+          // The only sort is the bounded round-robin merge above the per-queue scans.
+          const sorts = find(claimPlan, isSort)
+          expect(sorts, why).toHaveLength(1)
+          expect(find(sorts[0]!, (node) => node["Node Type"] === "LockRows"), why).toHaveLength(1)
+          expect(find(claimPlan, (node) => node["Node Type"] === "Limit" && (node.Plans ?? []).some(isSort)), why).toHaveLength(1)
+        }
 
         // A limited claim: the count of live leases and the claim use indexes too.
         const [, limitedStatements] = yield* capturing(

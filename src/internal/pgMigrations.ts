@@ -9,6 +9,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as PgClaimDue from "./pgClaimDue.js"
 
 const migrations = (schema: string) => {
   const create_tasks = Effect.gen(function*() {
@@ -77,7 +78,9 @@ const migrations = (schema: string) => {
         END
       $$`
   })
-  return { "1_create_tasks": create_tasks }
+  // The common claim as a function: its plan is kept per session.
+  const claim_due = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgClaimDue.createFunction(schema)))
+  return { "1_create_tasks": create_tasks, "2_claim_due": claim_due }
 }
 
 /** Creates or upgrades the hyrex schema. Safe to run from many processes at once. */

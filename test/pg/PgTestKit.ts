@@ -233,6 +233,30 @@ export const explain = (sql: PgClient.PgClient, statement: Captured): Effect.Eff
     Effect.map((rows) => rows[0]["QUERY PLAN"][0].Plan)
   )
 
+/**
+ * The plan Postgres keeps for `statement` once it settles on a generic one,
+ * as a server-side function does for its queries after a few calls: the
+ * plan for any values of the parameters.
+ */
+export const explainGeneric = (sql: PgClient.PgClient, statement: Captured): Effect.Effect<PlanNode, unknown> =>
+  sql.withTransaction(Effect.gen(function*() {
+    yield* sql.unsafe(`SET LOCAL plan_cache_mode = force_generic_plan`)
+    yield* sql.unsafe(`PREPARE hyrex_generic AS ${statement.text}`)
+    const literals = statement.params.map((param) =>
+      Array.isArray(param)
+        ? `ARRAY[${param.map((item) => `'${String(item).replaceAll("'", "''")}'`).join(", ")}]::text[]`
+        : typeof param === "number"
+        ? String(param)
+        : `'${String(param).replaceAll("'", "''")}'`
+    )
+    const plan = yield* sql.unsafe(`EXPLAIN (FORMAT JSON) EXECUTE hyrex_generic(${literals.join(", ")})`).pipe(
+      Effect.flatMap(Schema.decodeUnknown(ExplainRows)),
+      Effect.map((rows) => rows[0]["QUERY PLAN"][0].Plan)
+    )
+    yield* sql.unsafe(`DEALLOCATE hyrex_generic`)
+    return plan
+  }))
+
 /** Every node of a plan, depth first. */
 export const nodes = (plan: PlanNode): ReadonlyArray<PlanNode> => [plan, ...(plan.Plans ?? []).flatMap(nodes)]
 
