@@ -79,6 +79,11 @@ export const command = Command.make("worker", {
     Options.withDescription("in-flight tasks at most (default 10)"),
     Options.optional
   ),
+  prefetch: Options.text("prefetch").pipe(
+    Options.withPseudoName("n"),
+    Options.withDescription("claimed tasks held waiting for a slot, at most (default 10 x concurrency; 0: none)"),
+    Options.optional
+  ),
   leaseTtl: durationOption("lease-ttl", "how long a claim or renewal holds a task (default 15s)"),
   heartbeatInterval: durationOption("heartbeat-interval", "how often leases are renewed (default lease-ttl / 3)"),
   pollInterval: durationOption("poll-interval", "how often an idle worker looks for work (default 1s)"),
@@ -109,6 +114,7 @@ export const command = Command.make("worker", {
       ...fromEnv,
       queues: Option.getOrUndefined(queues) ?? fromEnv.queues,
       concurrency: (yield* Input.optionalInteger("concurrency", 1, flags.concurrency)) ?? fromEnv.concurrency,
+      prefetch: (yield* Input.optionalInteger("prefetch", 0, flags.prefetch)) ?? fromEnv.prefetch,
       leaseTtl: (yield* Input.optionalDuration("lease-ttl", flags.leaseTtl)) ?? fromEnv.leaseTtl,
       heartbeatInterval: (yield* Input.optionalDuration("heartbeat-interval", flags.heartbeatInterval)) ??
         fromEnv.heartbeatInterval,

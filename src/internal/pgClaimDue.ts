@@ -2,9 +2,12 @@
  * The common claim (no task with a `maxConcurrency` among the names) as a
  * server-side function, `<schema>.claim_due`. A statement sent from the
  * client is planned on every call, and planning this one costs more than
- * running it; a PL/pgSQL function keeps its plan for the session. The query
- * is the same as the one PgTaskStore builds for the limited case, without
- * the per-name slots.
+ * running it; a PL/pgSQL function keeps its plan for the session. It is told
+ * to keep the generic plan (`plan_cache_mode = force_generic_plan`): left to
+ * choose, Postgres kept planning each call anew (1.0 ms a claim against
+ * 0.6 ms). The plan test checks that generic plan. The query is the same as
+ * the one PgTaskStore builds for the limited case, without the per-name
+ * slots.
  *
  * Parameters: $1 queues (in the order they are served), $2 task names,
  * $3 how many to claim, $4 lease in milliseconds, $5 the worker's id.
@@ -62,7 +65,9 @@ export const createFunction = (schema: string): string => `
     max_retries integer, lease_losses integer, previous_status text, due_at timestamptz, created_at timestamptz,
     trace_parent text
   )
-  LANGUAGE plpgsql VOLATILE AS $claim_due$
+  LANGUAGE plpgsql VOLATILE
+  SET plan_cache_mode = force_generic_plan
+  AS $claim_due$
   #variable_conflict use_column
   BEGIN
     RETURN QUERY ${query(schema)};

@@ -181,6 +181,7 @@ describe("hyrex CLI commands", () => {
         [["worker", fixture("noRegistry.ts")], env, /exports no registry.*it exports the tasks lonely/],
         [["worker", fixture("broken.ts")], env, /cannot load .*broken\.ts: invalid option "bad\.maxRetries"/],
         [["worker", fixture("sleepy.ts"), "--concurrency", "many"], env, /--concurrency: "many" is not an integer/],
+        [["worker", fixture("sleepy.ts"), "--prefetch", "-1"], env, /--prefetch: must be an integer of at least 0, got -1/],
         [["worker", fixture("sleepy.ts"), "--queues", "nowhere"], env, /no registered task runs on "nowhere"/],
         [["worker", fixture("sleepy.ts"), "--lease-ttl", "3s", "--heartbeat-interval", "5s"], env, /heartbeatInterval .* must be shorter than leaseTtl/],
         // Told not to migrate, on a database without the schema: it says so and touches nothing.

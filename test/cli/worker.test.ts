@@ -21,7 +21,7 @@ describe("hyrex worker", () => {
       const env = { DATABASE_URL: url }
       const quick = yield* Effect.provide(nap.sendBatch([{ millis: 10 }, { millis: 20 }, { millis: 30 }]), store(url))
       const worker = yield* start(
-        ["worker", fixture("sleepy.ts"), "--name", "napper", "--concurrency", "3", "--poll-interval", "100ms"],
+        ["worker", fixture("sleepy.ts"), "--name", "napper", "--concurrency", "3", "--prefetch", "6", "--poll-interval", "100ms"],
         env
       )
       yield* eventually(
