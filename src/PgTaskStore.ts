@@ -176,6 +176,7 @@ export const make = (
     const idempotency = sql(`${schema}.idempotency`)
     const retryDelay = sql(`${schema}.retry_delay`)
     const claimDue = sql(`${schema}.claim_due`)
+    const enqueueFunction = sql(`${schema}.enqueue`)
     const channel = `hyrex_${schema}`
     const maintenanceLock = `hyrex:maintenance:${schema}`
 
@@ -423,40 +424,19 @@ export const make = (
         // the speculative insertion ON CONFLICT costs on every row.
         const keyed = requests.some((r) => r.idempotencyKey !== undefined)
         return sql<{ readonly id: string }>`
-          WITH input AS (
-            SELECT nextval((SELECT pg_get_serial_sequence(${`${schema}.tasks`}, 'id')::regclass)) AS id, i.*
-            FROM unnest(
-              ${requests.map((r) => r.name)}::text[],
-              ${requests.map((r) => r.queue)}::text[],
-              ${requests.map((r) => json(r.payload))}::text[],
-              ${requests.map((r) => r.priority)}::int[],
-              ${requests.map((r) => r.maxRetries)}::int[],
-              ${requests.map((r) => json(r.backoff))}::text[],
-              ${requests.map((r) => r.delayMillis)}::double precision[],
-              ${requests.map((r) => r.idempotencyKey ?? null)}::text[],
-              ${requests.map((r) => r.traceParent ?? null)}::text[]
-            ) WITH ORDINALITY AS i(name, queue, payload, priority, max_retries, backoff, delay_ms, idempotency_key, trace_parent, ord)
-          ), inserted AS (
-            INSERT INTO ${tasks} (id, name, queue, payload, status, priority, max_retries, backoff, run_at, idempotency_key, trace_parent)
-            SELECT id, name, queue, payload::jsonb, 'queued', priority, max_retries, backoff::jsonb,
-              now() + make_interval(secs => delay_ms / 1000), idempotency_key, trace_parent
-            FROM input ORDER BY ord
-            ${
-          keyed
-            ? sql`ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL
-            DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key`
-            : sql``
-        }
-            RETURNING id, name, idempotency_key
-          ), notified AS (
-            SELECT count(pg_notify(${channel}, queue)) AS n FROM (SELECT DISTINCT queue FROM input WHERE delay_ms <= 0) q
+          SELECT id FROM ${enqueueFunction}(
+            ${requests.map((r) => r.name)}::text[],
+            ${requests.map((r) => r.queue)}::text[],
+            ${requests.map((r) => json(r.payload))}::text[],
+            ${requests.map((r) => r.priority)}::int[],
+            ${requests.map((r) => r.maxRetries)}::int[],
+            ${requests.map((r) => json(r.backoff))}::text[],
+            ${requests.map((r) => r.delayMillis)}::double precision[],
+            ${requests.map((r) => r.idempotencyKey ?? null)}::text[],
+            ${requests.map((r) => r.traceParent ?? null)}::text[],
+            ${channel}::text,
+            ${keyed}
           )
-          SELECT COALESCE(k.id, input.id)::text AS id
-          FROM input
-          LEFT JOIN inserted k ON input.idempotency_key IS NOT NULL
-            AND k.name = input.name AND k.idempotency_key = input.idempotency_key
-          CROSS JOIN notified
-          ORDER BY input.ord
         `.pipe(
           Effect.filterOrFail(
             (rows) => rows.length === requests.length,

@@ -353,7 +353,11 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
 
         const migrations = yield* probe<{ readonly migration_id: number; readonly name: string }>`
           SELECT migration_id, name FROM ${probe(`${schema}.migrations`)} ORDER BY migration_id`
-        expect(migrations).toEqual([{ migration_id: 1, name: "create_tasks" }, { migration_id: 2, name: "claim_due" }])
+        expect(migrations).toEqual([
+          { migration_id: 1, name: "create_tasks" },
+          { migration_id: 2, name: "claim_due" },
+          { migration_id: 3, name: "enqueue" }
+        ])
         const tables = yield* probe<{ readonly name: string }>`
           SELECT tablename AS name FROM pg_tables WHERE schemaname = ${schema} ORDER BY tablename`
         expect(tables.map((row) => row.name)).toEqual(["idempotency", "migrations", "tasks", "workers"])

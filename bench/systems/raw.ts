@@ -3,7 +3,7 @@
  * (`UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`),
  * runs it, and completes finished jobs in batches. No retries, leases that are
  * never renewed, no bookkeeping. Two variants: `raw` claims only free slots
- * (hyrex's shape: at most `concurrency` jobs claimed and not yet run), and
+ * (at most `concurrency` jobs claimed and not yet run: hyrex with `prefetch: 0`), and
  * `raw-ahead` also locks jobs ahead into a local buffer, as graphile-worker's
  * local queue does, so it claims in batches of hundreds.
  */
@@ -189,7 +189,7 @@ const common = "completions batched (≤ 500 ids, ≤ 3 statements in flight) al
 
 export const raw = variant(
   "raw",
-  `hand-written SQL on a bare table: one \`UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT free) RETURNING\` claims up to the free slots (never more than \`concurrency\` jobs claimed and not yet run, as in hyrex); ${common}`,
+  `hand-written SQL on a bare table: one \`UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT free) RETURNING\` claims up to the free slots (never more than \`concurrency\` jobs claimed and not yet run, as hyrex with \`prefetch: 0\`); ${common}`,
   () => 0
 )
 

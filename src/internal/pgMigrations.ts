@@ -10,6 +10,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as PgClaimDue from "./pgClaimDue.js"
+import * as PgEnqueue from "./pgEnqueue.js"
 
 const migrations = (schema: string) => {
   const create_tasks = Effect.gen(function*() {
@@ -80,7 +81,9 @@ const migrations = (schema: string) => {
   })
   // The common claim as a function: its plan is kept per session.
   const claim_due = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgClaimDue.createFunction(schema)))
-  return { "1_create_tasks": create_tasks, "2_claim_due": claim_due }
+  // Enqueueing as a function, for the same reason.
+  const enqueue = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgEnqueue.createFunction(schema)))
+  return { "1_create_tasks": create_tasks, "2_claim_due": claim_due, "3_enqueue": enqueue }
 }
 
 /** Creates or upgrades the hyrex schema. Safe to run from many processes at once. */
