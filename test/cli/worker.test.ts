@@ -14,7 +14,16 @@ import { eventually, fixture, run, start, store } from "./utils.js"
 const statusOf = (id: string) =>
   Effect.flatMap(TaskStore, (store) => store.getTask(id)).pipe(Effect.map((task) => Option.getOrThrow(task).status))
 
-describe("hyrex worker", () => {
+// A worker process next to the test's own connections needs sessions of their
+// own: on the embedded PGlite every connection shares one session, so a
+// transaction of one process (a claim, a migration, a worker killed in the
+// middle of a write) takes the other's statements with it. Seen as tasks the
+// test had sent reading as missing, with or without the current worker.
+const kind = await Effect.runPromise(TestDatabase.kind)
+const realServer = TestDatabase.capabilitiesOf(kind).concurrentSessions
+if (!realServer) console.log(`[cli worker] skipped: the test database is ${kind}, a worker process needs a real Postgres server`)
+
+describe.skipIf(!realServer)("hyrex worker", () => {
   it.scopedLive("runs the module's tasks, shows up in status, and drains on SIGTERM", () =>
     Effect.gen(function*() {
       const url = yield* TestDatabase.databaseUrl
