@@ -8,9 +8,14 @@
  * - When renewals fail the worker stops claiming, and when the last
  *   successful renewal is about to run out it interrupts its own tasks
  *   (self-fencing): only the side that can refresh leases keeps ownership.
- * - Interrupting the worker drains it: no more claims, in-flight tasks get
- *   `drainTimeout` to finish, stragglers are interrupted and released
- *   without charging an attempt, and the worker deregisters.
+ * - Claims take the free slots plus a buffer of tasks claimed ahead
+ *   (`prefetch`), sized to about 100 ms of work at the recent handler run
+ *   time. Buffered tasks are leased and renewed like running ones; one still
+ *   waiting a heartbeat later is given back for other workers.
+ * - Interrupting the worker drains it: no more claims, the buffer is given
+ *   back, in-flight tasks get `drainTimeout` to finish, stragglers are
+ *   interrupted and released without charging an attempt, and the worker
+ *   deregisters.
  *
  * @example
  * ```ts
