@@ -27,7 +27,6 @@ import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -35,7 +34,6 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { ConfigurationError, LeaseLost, StoreError, TaskNotFound } from "./Errors.js"
-import * as Batcher from "./internal/batcher.js"
 import * as PgListener from "./internal/pgListener.js"
 import * as PgMigrations from "./internal/pgMigrations.js"
 import {
@@ -351,44 +349,38 @@ export const make = (
     // giving up on a round trip over a dead link must not wait for the link.
     const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
     const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
-        const keyOf = (lease: Lease) => `${lease.taskId}:${lease.attempt}:${lease.owner}`
-        const first = new Map<string, number>()
-        items.forEach(({ lease }, index) => {
-          if (!first.has(keyOf(lease))) first.set(keyOf(lease), index)
+      const keyOf = (lease: Lease) => `${lease.taskId}:${lease.attempt}:${lease.owner}`
+      const first = new Map<string, number>()
+      items.forEach(({ lease }, index) => {
+        if (!first.has(keyOf(lease))) first.set(keyOf(lease), index)
+      })
+      const unique = Array.from(first.values(), (index) => items[index]!)
+      return sql<{ readonly id: string; readonly attempt: number; readonly owner: string }>`
+        UPDATE ${tasks} t SET status = 'succeeded', result = b.result::jsonb, lease_owner = NULL,
+          lease_expires_at = NULL, finished_at = now(), updated_at = now()
+        FROM unnest(
+          ${unique.map((i) => i.lease.taskId)}::bigint[],
+          ${unique.map((i) => i.lease.attempt)}::int[],
+          ${unique.map((i) => i.lease.owner)}::text[],
+          ${unique.map((i) => json(i.result))}::text[]
+        ) AS b(id, attempt, owner, result)
+        WHERE t.id = b.id AND t.attempt = b.attempt AND t.lease_owner = b.owner AND t.status = 'running'
+        RETURNING t.id::text AS id, t.attempt, b.owner
+      `.pipe(
+        wrap("complete"),
+        Effect.disconnect,
+        Effect.timeoutFail({
+          duration: writeTimeout,
+          onTimeout: () => new StoreError({ operation: "complete", cause: new Error("no answer within writeTimeout") })
+        }),
+        Effect.map((rows) => {
+          const done = new Set(rows.map((row) => keyOf({ taskId: row.id, attempt: row.attempt, owner: row.owner })))
+          return items.map(({ lease }, index) => first.get(keyOf(lease)) === index && done.has(keyOf(lease)))
         })
-        const unique = Array.from(first.values(), (index) => items[index]!)
-        return sql<{ readonly id: string; readonly attempt: number; readonly owner: string }>`
-          UPDATE ${tasks} t SET status = 'succeeded', result = b.result::jsonb, lease_owner = NULL,
-            lease_expires_at = NULL, finished_at = now(), updated_at = now()
-          FROM unnest(
-            ${unique.map((i) => i.lease.taskId)}::bigint[],
-            ${unique.map((i) => i.lease.attempt)}::int[],
-            ${unique.map((i) => i.lease.owner)}::text[],
-            ${unique.map((i) => json(i.result))}::text[]
-          ) AS b(id, attempt, owner, result)
-          WHERE t.id = b.id AND t.attempt = b.attempt AND t.lease_owner = b.owner AND t.status = 'running'
-          RETURNING t.id::text AS id, t.attempt, b.owner
-        `.pipe(
-          wrap("complete"),
-          Effect.disconnect,
-          Effect.timeoutFail({
-            duration: writeTimeout,
-            onTimeout: () => new StoreError({ operation: "complete", cause: new Error("no answer within writeTimeout") })
-          }),
-          Effect.map((rows) => {
-            const done = new Set(rows.map((row) => keyOf({ taskId: row.id, attempt: row.attempt, owner: row.owner })))
-            return items.map(({ lease }, index) => first.get(keyOf(lease)) === index && done.has(keyOf(lease)))
-          })
-        )
-      }
-    // Single completions from all of this process's fibers share round trips.
-    const completeBatch = yield* Batcher.make<Completion, void, LeaseLost | StoreError>(
-      (items) =>
-        Effect.map(completeAll(items), (recorded) =>
-          recorded.map((ok, index) => ok ? Exit.void : Exit.fail(new LeaseLost(items[index]!.lease)))),
-      { maxBatch: 500, concurrency: 3 }
-    )
-    const complete = (lease: Lease, result: unknown) => completeBatch({ lease, result })
+      )
+    }
+    const complete = (lease: Lease, result: unknown) =>
+      Effect.flatMap(completeAll([{ lease, result }]), ([recorded]) => recorded ? Effect.void : Effect.fail(new LeaseLost(lease)))
 
     // One LISTEN connection per store, shared by all its workers, opened when
     // the first one subscribes (a producer alone never opens it).

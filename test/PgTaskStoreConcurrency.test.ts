@@ -27,7 +27,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as FiberStatus from "effect/FiberStatus"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
@@ -875,11 +874,9 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         ).toEqual(["tasks_pkey"])
 
         // A batch of completions: by primary key as well.
-        const captured: Array<Captured> = []
-        const [completer] = yield* capturing(f.newStore(), captured)
-        yield* Effect.forEach(claimed, (task) => completer.complete(task.lease, null), { concurrency: "unbounded", discard: true })
+        const [, captured] = yield* capturing(f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: null }))))
         const completions = completionBatches(captured)
-        expect(completions.length).toBeGreaterThanOrEqual(1)
+        expect(completions).toHaveLength(1)
         const completePlan = yield* explain(f.sql, completions[0]!)
         expect(seqScansOfTasks(completePlan), `\n${render(completePlan)}`).toEqual([])
       }))
@@ -890,68 +887,30 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
   // ---------------------------------------------------------------------------
 
   describe("batched completions", () => {
-    it.scopedLive("500 concurrent completions from different fibers all succeed, in far fewer round trips", () =>
+    it.scopedLive("500 completions in one completeAll are one statement, and all of them are recorded", () =>
       Effect.gen(function*() {
         const f = yield* fixture
-        const captured: Array<Captured> = []
-        const [store] = yield* capturing(f.newStore(4), captured)
         yield* f.store.enqueue(range(500).map((n) => enqueueRequest({ payload: { n } })))
         const claimed = (yield* Effect.forEach(range(5), (n) => f.store.claim(claimRequest(`w${n}`, { max: 100 })))).flat()
         expect(claimed).toHaveLength(500)
 
-        const exits = yield* Effect.forEach(claimed, (task) => Effect.exit(store.complete(task.lease, { n: task.payload })), {
-          concurrency: "unbounded"
-        })
-        expect(exits.map(tagOf).filter((tag) => tag !== "succeeded")).toEqual([])
-        const batches = completionBatches(captured)
-        const sizes = batches.map((statement) => idsIn(statement).length)
-        yield* note(`500 completions in ${batches.length} round trips (batch sizes ${sizes.join(" ")})`)
-        expect(sizes.reduce((a, b) => a + b, 0)).toBe(500)
-        expect(batches.length).toBeLessThan(500)
+        const [recorded, captured] = yield* capturing(
+          f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: { n: task.payload } })))
+        )
+        expect(recorded.filter((ok) => !ok)).toEqual([])
+        expect(completionBatches(captured).map((statement) => idsIn(statement).length)).toEqual([500])
         const rows = yield* f.sql<{ readonly n: number }>`
           SELECT count(*)::int AS n FROM ${f.table("tasks")}
           WHERE status = 'succeeded' AND result = jsonb_build_object('n', payload) AND lease_owner IS NULL`
         expect(rows[0]?.n).toBe(500)
       }))
 
-    /**
-     * Completes `items` through a fresh store, all in ONE batch: the batcher's
-     * three runners are first kept busy with completions of three tasks whose
-     * rows another session has locked, so every item queues up behind them.
-     */
+    /** Completes `items` in one `completeAll`, checked to be one statement; an Exit per item. */
     const completeInOneBatch = (f: Fixture, items: ReadonlyArray<{ readonly lease: Lease; readonly result: unknown }>) =>
       Effect.gen(function*() {
-        const captured: Array<Captured> = []
-        const [store] = yield* capturing(f.newStore(6), captured)
-        const blockers = yield* f.store.enqueue(range(3).map((n) => enqueueRequest({ name: "t.block", queue: "block", payload: { n } })))
-        const blocking = yield* f.store.claim(claimRequest("blocker", { queues: ["block"], names: ["t.block"] }))
-        expect(blocking).toHaveLength(3)
-        const locked = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        const holder = yield* f.sql.withTransaction(Effect.gen(function*() {
-          yield* f.sql`SELECT id FROM ${f.table("tasks")} WHERE id IN ${f.sql.in(blockers)} FOR UPDATE`
-          yield* Deferred.succeed(locked, undefined)
-          yield* Deferred.await(release)
-        })).pipe(Effect.fork)
-        yield* Deferred.await(locked)
-        const blocked: Array<Fiber.RuntimeFiber<void, unknown>> = []
-        for (const task of blocking) {
-          blocked.push(yield* Effect.fork(store.complete(task.lease, null)))
-          yield* eventually(Effect.map(lockWaiters(f.sql), (n) => expect(n).toBe(blocked.length)))
-        }
-        // Every item is queued (its fiber waits for its answer) before the runners are free again.
-        const fibers = yield* Effect.forEach(items, (item) => Effect.fork(Effect.exit(store.complete(item.lease, item.result))))
-        yield* eventually(Effect.forEach(fibers, (fiber) =>
-          Effect.map(fiber.status, (status) => expect(FiberStatus.isSuspended(status)).toBe(true))))
-        yield* Deferred.succeed(release, undefined)
-        yield* Fiber.join(holder)
-        yield* Effect.forEach(blocked, Fiber.join)
-        const exits = yield* Effect.forEach(fibers, Fiber.join)
-        // They did share one statement.
-        const ids = new Set(items.map((item) => item.lease.taskId))
-        const carrying = completionBatches(captured).filter((statement) => idsIn(statement).some((id) => ids.has(id)))
-        expect(carrying).toHaveLength(1)
-        return exits
+        const [recorded, captured] = yield* capturing(f.store.completeAll(items))
+        expect(completionBatches(captured)).toHaveLength(1)
+        return recorded.map((ok, n) => ok ? Exit.void : Exit.fail(new LeaseLost(items[n]!.lease)))
       })
 
     it.scopedLive.runIf(capabilities.concurrentSessions)(
