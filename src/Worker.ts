@@ -431,6 +431,9 @@ export const start = <Tasks extends Task.Any>(
     // still held, and renewed, until the write lands).
     const attemptEnded = (entry: Held, startedAt: number, exit: Exit.Exit<unknown, unknown>) => {
       handlers -= 1
+      // The ended fiber (its context, refs and exit) must not live on with
+      // the lease until the write lands: it would outlive young-generation GC.
+      entry.fiber = undefined
       const ranMillis = Math.max(0, clock.unsafeCurrentTimeMillis() - startedAt)
       prefetch.ran(ranMillis)
       Metrics.attemptRan(ranMillis)
@@ -453,12 +456,13 @@ export const start = <Tasks extends Task.Any>(
       Metrics.attemptStarted(Math.max(0, startedAt - claimed.dueAt.getTime()))
       Metrics.inFlightNow(1)
       entry.started = true
-      // A handler with no async step has ended (and been settled) when this returns.
-      entry.fiber = forkAttempt(
+      const fiber = forkAttempt(
         Effect.interruptible(runHandler(claimed)),
         attemptOptions(claimed),
         (exit) => attemptEnded(entry, startedAt, exit)
       )
+      // A handler with no async step has ended (and been settled) by now.
+      if (fiber.unsafePoll() === null) entry.fiber = fiber
     }
 
     /**
