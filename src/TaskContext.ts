@@ -36,8 +36,16 @@ export interface TaskContextShape {
 /** The service a handler reads its attempt from. */
 export class TaskContext extends Context.Tag("hyrex/TaskContext")<TaskContext, TaskContextShape>() {}
 
-/** Builds the context of one attempt. */
+const keysFor = (name: string, taskId: string) => (step: string) => `hyrex:${name}:${taskId}:${step}`
+
+/** Builds the context of one attempt (once per attempt: kept to one object and one closure). */
 export const make = (fields: Omit<TaskContextShape, "idempotencyKey">): TaskContextShape => ({
-  ...fields,
-  idempotencyKey: (step) => `hyrex:${fields.name}:${fields.taskId}:${step}`
+  taskId: fields.taskId,
+  name: fields.name,
+  queue: fields.queue,
+  attempt: fields.attempt,
+  maxRetries: fields.maxRetries,
+  workerId: fields.workerId,
+  leaseLosses: fields.leaseLosses,
+  idempotencyKey: keysFor(fields.name, fields.taskId)
 })

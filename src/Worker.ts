@@ -329,6 +329,18 @@ export const start = <Tasks extends Task.Any>(
       return Effect.flatMap(bounded, task.encodeResult) as Effect.Effect<unknown, unknown, TaskContext.TaskContext>
     }
 
+    const attemptSpan = (claimed: ClaimedTask): AttemptFork.SpanOptions => ({
+      name: "hyrex.attempt",
+      links: TraceParent.links(claimed.traceParent),
+      attributes: {
+        "hyrex.task": claimed.name,
+        "hyrex.task_id": claimed.lease.taskId,
+        "hyrex.attempt": claimed.lease.attempt,
+        "hyrex.queue": claimed.queue,
+        "hyrex.worker": id
+      }
+    })
+
     const attemptOptions = (claimed: ClaimedTask): AttemptFork.AttemptOptions<TaskContext.TaskContext> => ({
       services: Context.make(
         TaskContext.TaskContext,
@@ -343,19 +355,8 @@ export const start = <Tasks extends Task.Any>(
         })
       ),
       annotations: { taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt },
-      span: () => ({
-        name: "hyrex.attempt",
-        links: TraceParent.links(claimed.traceParent),
-        attributes: {
-          "hyrex.task": claimed.name,
-          "hyrex.task_id": claimed.lease.taskId,
-          "hyrex.attempt": claimed.lease.attempt,
-          "hyrex.queue": claimed.queue,
-          "hyrex.worker": id
-        }
-      })
+      span: forkAttempt.tracing ? attemptSpan(claimed) : undefined
     })
-
     // Successful attempts are recorded in batches: at most 500 leases a write,
     // at most 3 writes in flight. A lone completion is written at once, and
     // completions that arrive while the writes are busy share the next one.
@@ -456,7 +457,7 @@ export const start = <Tasks extends Task.Any>(
       Metrics.attemptStarted(Math.max(0, startedAt - claimed.dueAt.getTime()))
       Metrics.inFlightNow(1)
       entry.started = true
-      const fiber = forkAttempt(
+      const fiber = forkAttempt.fork(
         Effect.interruptible(runHandler(claimed)),
         attemptOptions(claimed),
         (exit) => attemptEnded(entry, startedAt, exit)

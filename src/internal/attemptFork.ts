@@ -24,12 +24,14 @@ export interface AttemptOptions<R> {
   readonly services: Context.Context<R>
   /** Added to the runtime's log annotations. */
   readonly annotations: Readonly<Record<string, unknown>>
-  /** Asked for only when a span is made. */
-  readonly span: () => {
-    readonly name: string
-    readonly attributes: Readonly<Record<string, unknown>>
-    readonly links: ReadonlyArray<Tracer.SpanLink>
-  }
+  /** The attempt's span: give one only when `tracing` says a span is made. */
+  readonly span?: SpanOptions | undefined
+}
+
+export interface SpanOptions {
+  readonly name: string
+  readonly attributes: Readonly<Record<string, unknown>>
+  readonly links: ReadonlyArray<Tracer.SpanLink>
 }
 
 /** Effect's built-in tracer: its spans are not exported anywhere. */
@@ -38,7 +40,9 @@ const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 /**
  * Built once from the runtime attempts run under (its tracer, clock and
  * annotations are read once). `fork` starts the effect at once and calls
- * `onExit` when it ends, after the span has ended with the same exit.
+ * `onExit` when it ends, after the span has ended with the same exit;
+ * `tracing` tells whether it makes spans, so callers build span options only
+ * then.
  *
  * No span is made while tracing is disabled, nor under Effect's built-in
  * tracer, which exports nothing: an attempt's span exists when something
@@ -53,15 +57,15 @@ export const make = <R>(runtime: Runtime.Runtime<R>) => {
   const annotations = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentLogAnnotations)
   const now = () => timing ? clock.unsafeCurrentTimeNanos() : BigInt(0)
 
-  return <A, E, R2>(
+  const fork = <A, E, R2>(
     effect: Effect.Effect<A, E, R | R2>,
     options: AttemptOptions<R2>,
     onExit: (exit: Exit.Exit<A, E>) => void
   ): Fiber.RuntimeFiber<A, E> => {
     let context = Context.merge(runtime.context, options.services)
     let span: Tracer.Span | undefined
-    if (tracing) {
-      const { attributes, links, name } = options.span()
+    if (tracing && options.span !== undefined) {
+      const { attributes, links, name } = options.span
       span = tracer.span(name, Option.none(), Context.empty(), links, now(), "internal")
       for (const key in attributes) span.attribute(key, attributes[key])
       context = Context.add(context, Tracer.ParentSpan, span)
@@ -85,4 +89,5 @@ export const make = <R>(runtime: Runtime.Runtime<R>) => {
     })
     return fiber
   }
+  return { fork, tracing }
 }
