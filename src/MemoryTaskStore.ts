@@ -233,7 +233,6 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
               maxRetries: row.maxRetries,
               leaseLosses: row.leaseLosses,
               takeover,
-              createdAt: new Date(row.createdAt),
               dueAt: new Date(dueAt),
               traceParent: row.traceParent
             })

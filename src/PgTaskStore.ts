@@ -9,7 +9,10 @@
  * - Fleet-wide `maxConcurrency` is enforced inside the claiming transaction
  *   under a transaction-scoped advisory lock per limited task.
  * - Every write that ends or extends an attempt is fenced on
- *   (id, attempt, owner, status = 'running').
+ *   (id, attempt, owner): an owner is set only while a task runs (a
+ *   constraint), and the single writes also check the status.
+ * - The hot statements (claim, lease, enqueue, complete) are server-side
+ *   functions that keep their plans (`internal/pg*.ts`).
  * - `LISTEN`/`NOTIFY` wakes idle workers; polling is the fallback.
  *
  * @example
@@ -22,7 +25,6 @@
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type * as Statement from "@effect/sql/Statement"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
@@ -34,6 +36,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { ConfigurationError, LeaseLost, StoreError, TaskNotFound } from "./Errors.js"
+import * as PgClaimDue from "./internal/pgClaimDue.js"
 import * as PgListener from "./internal/pgListener.js"
 import * as PgMigrations from "./internal/pgMigrations.js"
 import {
@@ -90,12 +93,12 @@ const TaskRow = Schema.Struct({
   finished_at: Schema.NullOr(Schema.DateFromSelf)
 })
 
-/** What a claim returns: the task's columns a worker needs, and what the claim decided. */
+/** What a claim returns (`lease_tasks`): the leased tasks, with what a worker needs. */
 const ClaimRow = Schema.Struct({
-  ...TaskRow.pick("id", "name", "queue", "status", "payload", "priority", "attempt", "max_retries", "lease_losses", "created_at")
-    .fields,
-  previous_status: TaskStatus,
-  due_at: Schema.DateFromSelf,
+  ...TaskRow.pick("id", "name", "queue", "payload", "priority", "attempt", "max_retries", "lease_losses").fields,
+  takeover: Schema.Boolean,
+  /** Epoch milliseconds. */
+  due_at: Schema.Number,
   trace_parent: Schema.NullOr(Schema.String)
 })
 
@@ -174,6 +177,8 @@ export const make = (
     const idempotency = sql(`${schema}.idempotency`)
     const retryDelay = sql(`${schema}.retry_delay`)
     const claimDue = sql(`${schema}.claim_due`)
+    const leaseTasks = sql(`${schema}.lease_tasks`)
+    const completeTasks = sql(`${schema}.complete_tasks`)
     const enqueueFunction = sql(`${schema}.enqueue`)
     const channel = `hyrex_${schema}`
     const maintenanceLock = `hyrex:maintenance:${schema}`
@@ -191,10 +196,8 @@ export const make = (
     const decodeClaims = Schema.decodeUnknown(Schema.Array(ClaimRow))
     const json = (value: unknown) => JSON.stringify(value ?? null)
 
-    // Rows of a claim that ended `failed` (an expired lease with no retries
-    // left) are not the worker's to run.
     const claimedTasks = (request: ClaimRequest, rows: ReadonlyArray<typeof ClaimRow.Type>) =>
-      rows.filter((row) => row.status === "running").map((row): ClaimedTask => ({
+      rows.map((row): ClaimedTask => ({
         lease: { taskId: row.id, attempt: row.attempt, owner: request.workerId },
         name: row.name,
         queue: row.queue,
@@ -202,98 +205,60 @@ export const make = (
         priority: row.priority,
         maxRetries: row.max_retries,
         leaseLosses: row.lease_losses,
-        takeover: row.previous_status === "running",
-        createdAt: row.created_at,
-        dueAt: row.due_at,
+        takeover: row.takeover,
+        dueAt: new Date(row.due_at),
         traceParent: row.trace_parent ?? undefined
       }))
+    const leased = (request: ClaimRequest) => (rows: ReadonlyArray<unknown>) =>
+      Effect.map(decodeClaims(rows), (claimed) => claimedTasks(request, claimed))
 
     const fencedBy = (lease: Lease) =>
       sql`t.id = ${lease.taskId} AND t.attempt = ${lease.attempt} AND t.lease_owner = ${lease.owner} AND t.status = 'running'`
 
-    const dueIn = (queue: Statement.Fragment, names: Statement.Fragment, limit: Statement.Fragment) =>
-      sql`
-        SELECT l.*, row_number() OVER () AS rank FROM (
-          SELECT t.id, t.name, t.queue, t.status, t.priority, t.run_at FROM ${tasks} t
-          WHERE t.queue = ${queue}
-            AND t.status IN ('queued', 'running')
-            AND t.run_at <= now()
-            AND t.name = ${names}
-          ORDER BY t.priority DESC, t.run_at, t.id
-          LIMIT ${limit}
-          FOR UPDATE SKIP LOCKED
-        ) l`
-
-    // One statement: lock up to `max` due tasks per queue (an index scan in
-    // the claim order, so the rank is the scan order), take the best `max`
-    // round-robin across queues (the only sort: at most queues × max rows;
-    // between equals the queue listed first wins, and workers rotate the list),
-    // and lease them, or end them `failed` if an expired lease used their
-    // last attempt. Limited tasks are scanned per name, at most their free
-    // slots each, and merged with the rest in the same order. Leases run
-    // from `clock_timestamp()`: a claim that waited for a limit's lock still
-    // gets a full lease.
-    const claimBatch = (
+    // A limited claim: due tasks of the unlimited names, and of each limited
+    // name at most its free slots, locked per queue in claim order (the same
+    // scan as `claim_due`'s), then merged round-robin across queues; the
+    // lease is taken by `lease_tasks`, as for every claim.
+    const claimLimited = (
       request: ClaimRequest,
       unlimited: ReadonlyArray<string>,
-      slots: ReadonlyArray<readonly [name: string, free: number]>,
-      max: number
+      slots: ReadonlyArray<readonly [name: string, free: number]>
     ) => {
-      const queues = sql`unnest(${request.queues}::text[]) WITH ORDINALITY AS q(queue, pos)`
-      const candidates = slots.length === 0
-        ? sql`
-          SELECT c.id, c.status, c.run_at FROM ${queues}
-          CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`ANY(${unlimited}::text[])`, sql`${max}`)}) c
-          ORDER BY c.rank, c.priority DESC, q.pos, c.run_at, c.id
-          LIMIT ${max}`
-        : sql`
-          SELECT m.id, m.status, m.run_at FROM (
+      const dueIn = (names: string, limit: string) => sql.literal(PgClaimDue.dueIn(schema, "q.queue", names, limit))
+      const queues = sql`claim, unnest(claim.queues) WITH ORDINALITY AS q(queue, pos)`
+      return sql`
+        SELECT * FROM ${leaseTasks}(ARRAY(
+          WITH claim AS (
+            SELECT ${request.queues}::text[] AS queues, ${unlimited}::text[] AS names, ${request.max}::int AS max
+          )
+          SELECT m.id FROM (
             SELECT p.*,
               row_number() OVER (PARTITION BY p.queue ORDER BY p.priority DESC, p.run_at, p.id) AS turn,
               row_number() OVER (PARTITION BY p.name ORDER BY p.priority DESC, p.run_at, p.id) AS slot
             FROM (
               ${
-          unlimited.length === 0 ? sql`` : sql`
+        unlimited.length === 0 ? sql`` : sql`
               SELECT c.*, q.pos, NULL::int AS free FROM ${queues}
-              CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`ANY(${unlimited}::text[])`, sql`${max}`)}) c
+              CROSS JOIN LATERAL (${dueIn("ANY(claim.names)", "claim.max")}) c
               UNION ALL`
-        }
+      }
               SELECT c.*, q.pos, s.free FROM ${queues}
               CROSS JOIN unnest(${slots.map(([name]) => name)}::text[], ${slots.map(([, free]) => free)}::int[]) AS s(name, free)
-              CROSS JOIN LATERAL (${dueIn(sql`q.queue`, sql`s.name`, sql`LEAST(s.free, ${max})`)}) c
+              CROSS JOIN LATERAL (${dueIn("s.name", "LEAST(s.free, claim.max)")}) c
             ) p
           ) m
           WHERE m.free IS NULL OR m.slot <= m.free
           ORDER BY m.turn, m.priority DESC, m.pos, m.run_at, m.id
-          LIMIT ${max}`
-      return sql`
-        WITH candidates AS (${candidates}), decided AS (
-          SELECT c.id, c.status AS previous_status, c.run_at AS due_at,
-            (c.status = 'running' AND t.attempt > t.max_retries) AS exhausted,
-            clock_timestamp() + make_interval(secs => ${request.leaseTtlMillis}::double precision / 1000) AS lease_until
-          FROM candidates c JOIN ${tasks} t ON t.id = c.id
-        )
-        UPDATE ${tasks} t SET
-          status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
-          attempt = CASE WHEN d.exhausted THEN t.attempt ELSE t.attempt + 1 END,
-          errors = CASE WHEN d.previous_status = 'running' THEN t.errors || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-            'attempt', t.attempt, 'kind', 'lease_expired', 'message', 'lease of worker ' || t.lease_owner || ' expired',
-            'worker', t.lease_owner, 'at', t.lease_expires_at))) ELSE t.errors END,
-          lease_losses = t.lease_losses + CASE WHEN d.previous_status = 'running' THEN 1 ELSE 0 END,
-          lease_owner = CASE WHEN d.exhausted THEN NULL ELSE ${request.workerId} END,
-          lease_expires_at = CASE WHEN d.exhausted THEN NULL ELSE d.lease_until END,
-          run_at = CASE WHEN d.exhausted THEN t.run_at
-            ELSE d.lease_until
-              + CASE WHEN t.attempt + 1 > t.max_retries THEN interval '0' ELSE ${retryDelay}(t.backoff, t.attempt + 1) END
-            END,
-          finished_at = CASE WHEN d.exhausted THEN now() ELSE NULL END,
-          updated_at = now()
-        FROM decided d
-        WHERE t.id = d.id
-        RETURNING t.id, t.name, t.queue, t.status, t.payload, t.priority, t.attempt, t.max_retries, t.lease_losses,
-          d.previous_status, d.due_at, t.created_at, t.trace_parent
-      `.pipe(Effect.flatMap(decodeClaims), Effect.map((rows) => claimedTasks(request, rows)))
+          LIMIT ${request.max}
+        ), ${request.leaseTtlMillis}::double precision, ${request.workerId}::text)
+      `.pipe(Effect.flatMap(leased(request)))
     }
+
+    const claimDueOf = (request: ClaimRequest, names: ReadonlyArray<string>) =>
+      sql`
+        SELECT * FROM ${claimDue}(${request.queues}::text[], ${names}::text[], ${request.max}::int,
+          ${request.leaseTtlMillis}::double precision, ${request.workerId}::text)
+      `.pipe(Effect.flatMap(leased(request)))
 
     // Limited tasks are claimed under an advisory lock per name (taken in one
     // order by every claimer, so they cannot deadlock): the count of live
@@ -303,12 +268,7 @@ export const make = (
     const claim = (request: ClaimRequest) => {
       const unlimited = request.names.filter((name) => request.limits[name] === undefined)
       const limited = request.names.filter((name) => request.limits[name] !== undefined)
-      if (limited.length === 0) {
-        return sql`
-          SELECT * FROM ${claimDue}(${request.queues}::text[], ${unlimited}::text[], ${request.max}::int,
-            ${request.leaseTtlMillis}::double precision, ${request.workerId}::text)
-        `.pipe(Effect.flatMap(decodeClaims), Effect.map((rows) => claimedTasks(request, rows)))
-      }
+      if (limited.length === 0) return claimDueOf(request, unlimited)
       return sql.withTransaction(Effect.gen(function*() {
         yield* sql`
           SELECT pg_advisory_xact_lock(h) FROM (
@@ -323,8 +283,9 @@ export const make = (
         const slots = limited
           .map((name) => [name, request.limits[name]! - (running.get(name) ?? 0)] as const)
           .filter(([, free]) => free > 0)
-        if (unlimited.length === 0 && slots.length === 0) return []
-        return yield* claimBatch(request, unlimited, slots, request.max)
+        if (slots.length > 0) return yield* claimLimited(request, unlimited, slots)
+        if (unlimited.length > 0) return yield* claimDueOf(request, unlimited)
+        return []
       }))
     }
 
@@ -343,29 +304,35 @@ export const make = (
         return task.value
       })
 
-    // One fenced UPDATE for many completions, each row still conditional on
-    // its own lease. A lease completed twice in one batch succeeds once, as it
-    // would one after the other. Bounded by `writeTimeout` and disconnected:
-    // giving up on a round trip over a dead link must not wait for the link.
+    // One fenced UPDATE for many completions (`complete_tasks`), each row
+    // still conditional on its own lease. A lease completed twice in one batch
+    // succeeds once, as it would one after the other. Bounded by
+    // `writeTimeout` and disconnected: giving up on a round trip over a dead
+    // link must not wait for the link.
     const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
     const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
-      const keyOf = (lease: Lease) => `${lease.taskId}:${lease.attempt}:${lease.owner}`
-      const first = new Map<string, number>()
-      items.forEach(({ lease }, index) => {
-        if (!first.has(keyOf(lease))) first.set(keyOf(lease), index)
-      })
-      const unique = Array.from(first.values(), (index) => items[index]!)
-      return sql<{ readonly id: string; readonly attempt: number; readonly owner: string }>`
-        UPDATE ${tasks} t SET status = 'succeeded', result = b.result::jsonb, lease_owner = NULL,
-          lease_expires_at = NULL, finished_at = now(), updated_at = now()
-        FROM unnest(
+      /** For each item, its 1-based position among the unique leases, or 0 for a repeat. */
+      const positions = new Array<number>(items.length)
+      const seen = new Set<string>()
+      const unique: Array<Completion> = []
+      for (let index = 0; index < items.length; index++) {
+        const lease = items[index]!.lease
+        const key = `${lease.taskId}:${lease.attempt}:${lease.owner}`
+        if (seen.has(key)) {
+          positions[index] = 0
+        } else {
+          seen.add(key)
+          unique.push(items[index]!)
+          positions[index] = unique.length
+        }
+      }
+      return sql<{ readonly recorded: ReadonlyArray<number> }>`
+        SELECT ${completeTasks}(
           ${unique.map((i) => i.lease.taskId)}::bigint[],
           ${unique.map((i) => i.lease.attempt)}::int[],
           ${unique.map((i) => i.lease.owner)}::text[],
           ${unique.map((i) => json(i.result))}::text[]
-        ) AS b(id, attempt, owner, result)
-        WHERE t.id = b.id AND t.attempt = b.attempt AND t.lease_owner = b.owner AND t.status = 'running'
-        RETURNING t.id::text AS id, t.attempt, b.owner
+        ) AS recorded
       `.pipe(
         wrap("complete"),
         Effect.disconnect,
@@ -373,9 +340,9 @@ export const make = (
           duration: writeTimeout,
           onTimeout: () => new StoreError({ operation: "complete", cause: new Error("no answer within writeTimeout") })
         }),
-        Effect.map((rows) => {
-          const done = new Set(rows.map((row) => keyOf({ taskId: row.id, attempt: row.attempt, owner: row.owner })))
-          return items.map(({ lease }, index) => first.get(keyOf(lease)) === index && done.has(keyOf(lease)))
+        Effect.map(([row]) => {
+          const recorded = new Set(row?.recorded ?? [])
+          return positions.map((position) => recorded.has(position))
         })
       )
     }

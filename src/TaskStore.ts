@@ -94,7 +94,6 @@ export interface ClaimedTask {
   readonly leaseLosses: number
   /** Whether this claim took over an expired lease. */
   readonly takeover: boolean
-  readonly createdAt: Date
   /** When the task became due: queue wait is claim time minus this. */
   readonly dueAt: Date
   readonly traceParent?: string | undefined

@@ -10,6 +10,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as PgClaimDue from "./pgClaimDue.js"
+import * as PgComplete from "./pgComplete.js"
 import * as PgEnqueue from "./pgEnqueue.js"
 
 const migrations = (schema: string) => {
@@ -83,7 +84,29 @@ const migrations = (schema: string) => {
   const claim_due = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgClaimDue.createFunction(schema)))
   // Enqueueing as a function, for the same reason.
   const enqueue = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgEnqueue.createFunction(schema)))
-  return { "1_create_tasks": create_tasks, "2_claim_due": claim_due, "3_enqueue": enqueue }
+  // Claims return only what a worker needs, every claim leases through
+  // lease_tasks, and completions go through a function too. A lease owner is
+  // set exactly while a task runs (a constraint now), so a completion is
+  // fenced by id, attempt and owner alone and can only find its rows by
+  // primary key; tasks_expired goes (running tasks are few: maintenance
+  // finds the expired ones through tasks_running_name), one index less to
+  // write on every claim.
+  const claim_and_complete = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.forEach([
+      `DROP FUNCTION ${schema}.claim_due(text[], text[], integer, double precision, text)`,
+      PgClaimDue.createLeaseFunction(schema),
+      PgClaimDue.createFunction(schema),
+      `ALTER TABLE ${schema}.tasks ADD CONSTRAINT tasks_lease_owner_while_running
+        CHECK ((lease_owner IS NOT NULL) = (status = 'running'))`,
+      `DROP INDEX ${schema}.tasks_expired`,
+      PgComplete.createFunction(schema)
+    ], (statement) => sql.unsafe(statement), { discard: true }))
+  return {
+    "1_create_tasks": create_tasks,
+    "2_claim_due": claim_due,
+    "3_enqueue": enqueue,
+    "4_claim_and_complete": claim_and_complete
+  }
 }
 
 /** Creates or upgrades the hyrex schema. Safe to run from many processes at once. */

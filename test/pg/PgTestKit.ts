@@ -242,12 +242,12 @@ export const explainGeneric = (sql: PgClient.PgClient, statement: Captured): Eff
   sql.withTransaction(Effect.gen(function*() {
     yield* sql.unsafe(`SET LOCAL plan_cache_mode = force_generic_plan`)
     yield* sql.unsafe(`PREPARE hyrex_generic AS ${statement.text}`)
+    // Untyped literals: Postgres reads each with its parameter's type (text[], bigint[], int, …).
+    const quoted = (text: string) => `'${text.replaceAll("'", "''")}'`
+    const element = (item: unknown) =>
+      item === null ? "NULL" : `"${String(item).replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`
     const literals = statement.params.map((param) =>
-      Array.isArray(param)
-        ? `ARRAY[${param.map((item) => `'${String(item).replaceAll("'", "''")}'`).join(", ")}]::text[]`
-        : typeof param === "number"
-        ? String(param)
-        : `'${String(param).replaceAll("'", "''")}'`
+      Array.isArray(param) ? quoted(`{${param.map(element).join(",")}}`) : quoted(String(param))
     )
     const plan = yield* sql.unsafe(`EXPLAIN (FORMAT JSON) EXECUTE hyrex_generic(${literals.join(", ")})`).pipe(
       Effect.flatMap(Schema.decodeUnknown(ExplainRows)),

@@ -247,7 +247,6 @@ export const taskStoreSuite = (harness: StoreHarness): void => {
             leaseLosses: 0,
             takeover: false
           })
-          expect(claimed.createdAt.getTime()).toBe(created.createdAt.getTime())
           expect(claimed.dueAt.getTime()).toBe(created.runAt.getTime())
           const task = yield* getTask(id)
           expect(task).toMatchObject({ status: "running", attempt: 1, leaseOwner: "w1", errors: [] })
