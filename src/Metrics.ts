@@ -67,7 +67,7 @@ export const attemptRan = (runMillis: number): void => {
 export const inFlightNow = (delta: number): void => {
   update(inFlightGauge, delta)
 }
-/** @internal An attempt succeeded, now. */
-export const succeededNow = (): void => {
-  update(succeeded, 1)
+/** @internal Attempts that succeeded, now. */
+export const succeededNow = (count: number): void => {
+  if (count > 0) update(succeeded, count)
 }

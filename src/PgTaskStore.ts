@@ -209,8 +209,9 @@ export const make = (
         dueAt: new Date(row.due_at),
         traceParent: row.trace_parent ?? undefined
       }))
-    const leased = (request: ClaimRequest) => (rows: ReadonlyArray<unknown>) =>
-      Effect.map(decodeClaims(rows), (claimed) => claimedTasks(request, claimed))
+    /** The answer of `lease_tasks` (directly or through `claim_due`): one row, one JSON array. */
+    const leased = (request: ClaimRequest) => (rows: ReadonlyArray<{ readonly claimed: unknown }>) =>
+      Effect.map(decodeClaims(rows[0]?.claimed ?? []), (claimed) => claimedTasks(request, claimed))
 
     const fencedBy = (lease: Lease) =>
       sql`t.id = ${lease.taskId} AND t.attempt = ${lease.attempt} AND t.lease_owner = ${lease.owner} AND t.status = 'running'`
@@ -226,8 +227,8 @@ export const make = (
     ) => {
       const dueIn = (names: string, limit: string) => sql.literal(PgClaimDue.dueIn(schema, "q.queue", names, limit))
       const queues = sql`claim, unnest(claim.queues) WITH ORDINALITY AS q(queue, pos)`
-      return sql`
-        SELECT * FROM ${leaseTasks}(ARRAY(
+      return sql<{ readonly claimed: unknown }>`
+        SELECT ${leaseTasks}(ARRAY(
           WITH claim AS (
             SELECT ${request.queues}::text[] AS queues, ${unlimited}::text[] AS names, ${request.max}::int AS max
           )
@@ -250,14 +251,14 @@ export const make = (
           WHERE m.free IS NULL OR m.slot <= m.free
           ORDER BY m.turn, m.priority DESC, m.pos, m.run_at, m.id
           LIMIT ${request.max}
-        ), ${request.leaseTtlMillis}::double precision, ${request.workerId}::text)
+        ), ${request.leaseTtlMillis}::double precision, ${request.workerId}::text) AS claimed
       `.pipe(Effect.flatMap(leased(request)))
     }
 
     const claimDueOf = (request: ClaimRequest, names: ReadonlyArray<string>) =>
-      sql`
-        SELECT * FROM ${claimDue}(${request.queues}::text[], ${names}::text[], ${request.max}::int,
-          ${request.leaseTtlMillis}::double precision, ${request.workerId}::text)
+      sql<{ readonly claimed: unknown }>`
+        SELECT ${claimDue}(${request.queues}::text[], ${names}::text[], ${request.max}::int,
+          ${request.leaseTtlMillis}::double precision, ${request.workerId}::text) AS claimed
       `.pipe(Effect.flatMap(leased(request)))
 
     // Limited tasks are claimed under an advisory lock per name (taken in one

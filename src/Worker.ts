@@ -365,15 +365,15 @@ export const start = <Tasks extends Task.Any>(
     const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
       const entries = batch.map(({ entry }) => entry)
       return persist(entries, store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.lease, result })))).pipe(
-        Effect.flatMap((recorded) =>
-          Effect.forEach(entries, (entry, index) => {
-            if (recorded[index]) return Effect.sync(Metrics.succeededNow)
-            return Effect.logWarning("lease lost before the attempt settled; result discarded").pipe(
+        Effect.flatMap((recorded) => {
+          const lost = entries.filter((_, index) => !recorded[index])
+          Metrics.succeededNow(entries.length - lost.length)
+          return Effect.forEach(lost, (entry) =>
+            Effect.logWarning("lease lost before the attempt settled; result discarded").pipe(
               Effect.zipRight(Metrics.increment(Metrics.leasesLost)),
               annotated(entry)
-            )
-          }, { discard: true })
-        ),
+            ), { discard: true })
+        }),
         Effect.catchAll((error) =>
           Effect.forEach(entries, (entry) =>
             Effect.logError("could not record the attempt; its lease will expire and the task will run again", error)

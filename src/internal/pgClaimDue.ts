@@ -7,12 +7,13 @@
  * against 0.6 ms). The plan test checks that generic plan.
  *
  * - `<schema>.lease_tasks(ids, lease_ms, worker)` leases tasks the caller has
- *   already locked (`FOR UPDATE`), in the order given: a queued task starts
- *   its next attempt; a running one whose lease expired is taken over (the
- *   lost attempt recorded as `lease_expired`), or ends `failed` when it has
- *   no retries left. It returns the tasks now leased to `worker`, in order,
- *   with what the worker needs and nothing more (the due time in epoch
- *   milliseconds: cheaper to read than a timestamp).
+ *   already locked (`FOR UPDATE`): a queued task starts its next attempt; a
+ *   running one whose lease expired is taken over (the lost attempt recorded
+ *   as `lease_expired`), or ends `failed` when it has no retries left. It
+ *   answers the tasks now leased to `worker`, in the order given, as one JSON
+ *   array of objects holding what the worker needs (the id as text, the due
+ *   time in epoch milliseconds): one value to parse instead of a row per
+ *   task, which halves the client's CPU per claimed task.
  * - `<schema>.claim_due(queues, names, max, lease_ms, worker)` is the common
  *   claim (no task with a `maxConcurrency` among the names): it picks and
  *   locks the candidates and hands them to `lease_tasks`. PgTaskStore builds
@@ -47,28 +48,23 @@ export const dueIn = (schema: string, queue: string, names: string, limit: strin
  * between equals the queue listed first wins, and workers rotate the list).
  */
 export const query = (schema: string): string => `
-  SELECT * FROM ${schema}.lease_tasks(ARRAY(
+  SELECT ${schema}.lease_tasks(ARRAY(
     SELECT c.id FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, pos)
     CROSS JOIN LATERAL (${dueIn(schema, "q.queue", "ANY($2::text[])", "$3")}) c
     ORDER BY c.rank, c.priority DESC, q.pos, c.run_at, c.id
     LIMIT $3
   ), $4, $5)`
 
-/** The columns both functions return. */
-const claimedColumns = `
-  id bigint, name text, queue text, payload jsonb, priority integer, attempt integer, max_retries integer,
-  lease_losses integer, takeover boolean, due_at double precision, trace_parent text`
-
 /** The statement that creates `lease_tasks` (migration 4). */
 export const createLeaseFunction = (schema: string): string => `
   CREATE FUNCTION ${schema}.lease_tasks(bigint[], double precision, text)
-  RETURNS TABLE (${claimedColumns})
+  RETURNS json
   LANGUAGE plpgsql VOLATILE
   SET plan_cache_mode = force_generic_plan
   AS $lease_tasks$
-  #variable_conflict use_column
+  DECLARE
+    claimed json;
   BEGIN
-    RETURN QUERY
     WITH decided AS (
       SELECT t.id, c.position, t.status = 'running' AS takeover, t.run_at AS due_at,
         (t.status = 'running' AND t.attempt > t.max_retries) AS exhausted,
@@ -92,24 +88,27 @@ export const createLeaseFunction = (schema: string): string => `
         updated_at = now()
       FROM decided d
       WHERE t.id = d.id
-      RETURNING t.id, t.name, t.queue, t.payload, t.priority, t.attempt, t.max_retries, t.lease_losses,
-        d.takeover, trunc(extract(epoch FROM d.due_at) * 1000)::double precision AS due_at, t.trace_parent, d.exhausted, d.position
+      RETURNING t.id::text AS id, t.name, t.queue, t.payload, t.priority, t.attempt, t.max_retries, t.lease_losses,
+        d.takeover, trunc(extract(epoch FROM d.due_at) * 1000)::double precision AS due_at, t.trace_parent,
+        d.exhausted, d.position
     )
-    SELECT l.id, l.name, l.queue, l.payload, l.priority, l.attempt, l.max_retries, l.lease_losses,
-      l.takeover, l.due_at, l.trace_parent
-    FROM leased l WHERE NOT l.exhausted ORDER BY l.position;
+    SELECT coalesce(json_agg(l ORDER BY l.position), '[]') INTO claimed
+    FROM (
+      SELECT id, name, queue, payload, priority, attempt, max_retries, lease_losses, takeover, due_at, trace_parent, position
+      FROM leased WHERE NOT exhausted
+    ) l;
+    RETURN claimed;
   END
   $lease_tasks$`
 
 /** The statement that creates `claim_due` (migrations 2 and 4). */
 export const createFunction = (schema: string): string => `
   CREATE FUNCTION ${schema}.claim_due(text[], text[], integer, double precision, text)
-  RETURNS TABLE (${claimedColumns})
+  RETURNS json
   LANGUAGE plpgsql VOLATILE
   SET plan_cache_mode = force_generic_plan
   AS $claim_due$
-  #variable_conflict use_column
   BEGIN
-    RETURN QUERY ${query(schema)};
+    RETURN (${query(schema)});
   END
   $claim_due$`
