@@ -357,9 +357,11 @@ export const start = <Tasks extends Task.Any>(
       annotations: { taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt },
       span: forkAttempt.tracing ? attemptSpan(claimed) : undefined
     })
+
     // Successful attempts are recorded in batches: at most 500 leases a write,
-    // at most 3 writes in flight. A lone completion is written at once, and
-    // completions that arrive while the writes are busy share the next one.
+    // at most 3 writes in flight. A lone completion is written as soon as the
+    // code that ended it has run, and completions that arrive while the
+    // writes are busy share the next one.
     const completions: Array<{ readonly entry: Held; readonly result: unknown }> = []
     let writing = 0
     const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
@@ -390,6 +392,18 @@ export const start = <Tasks extends Task.Any>(
           flushCompletions()
         })
       }
+    }
+    // Completions of attempts that end in one go (a claimed batch of short
+    // handlers runs without a pause) are written together: the flush waits
+    // for the current run of code to finish, not for a timer.
+    let flushQueued = false
+    const queueFlush = () => {
+      if (flushQueued) return
+      flushQueued = true
+      queueMicrotask(() => {
+        flushQueued = false
+        flushCompletions()
+      })
     }
 
     // Failures, and attempts stopped by the worker, are rarer: one write each.
@@ -440,7 +454,7 @@ export const start = <Tasks extends Task.Any>(
       Metrics.attemptRan(ranMillis)
       if (Exit.isSuccess(exit)) {
         completions.push({ entry, result: exit.value })
-        flushCompletions()
+        queueFlush()
       } else {
         runFork(settleFailureLogged(entry, exit.cause))
       }
