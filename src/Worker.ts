@@ -505,6 +505,13 @@ export const start = <Tasks extends Task.Any>(
     /** Tasks to claim now: free slots plus the room left in the buffer. */
     const claimable = () =>
       Math.min(config.concurrency - handlers + prefetch.target() - buffer.length, maxHeld - held.size)
+    // Claiming ahead, a claim takes at most half of the slots and buffer:
+    // when it comes back full there is still room for the next one, which
+    // goes out before the batch runs (see `claimOnce`).
+    const claimSize = () => {
+      const target = prefetch.target()
+      return target === 0 ? claimable() : Math.min(claimable(), Math.ceil((config.concurrency + target) / 2))
+    }
     // Claims overlap the work of the buffer, and take at least a quarter of
     // it at a time: few, large claims, and a buffer that does not run dry.
     const wantsClaim = () => accepting && healthy && claimable() >= Math.max(1, prefetch.target() / 4)
@@ -513,7 +520,7 @@ export const start = <Tasks extends Task.Any>(
     // this worker are always either buffered, started or given back.
     const claimOnce = Effect.gen(function*() {
       if (!wantsClaim()) return
-      const free = claimable()
+      const free = claimSize()
       // Rotated on every claim: when each claim takes only a few tasks,
       // every queue still gets its turn.
       turn = (turn + 1) % config.queues.length
@@ -549,9 +556,13 @@ export const start = <Tasks extends Task.Any>(
         return
       }
       buffer.push(...entries)
-      startBuffered()
-      // A full batch suggests more work is waiting.
-      if (claimed.length === free) wakeClaimer()
+      if (claimed.length < free) return startBuffered()
+      // A full batch suggests more work is waiting: the next claim goes out
+      // first, and this batch starts once it is on its way (after the
+      // microtasks that send it), so Postgres prepares the next batch while
+      // this one runs instead of after it.
+      wakeClaimer()
+      setImmediate(startBuffered)
     }).pipe(Effect.uninterruptible)
     const idle = Queue.take(wake).pipe(
       Effect.timeout(config.pollInterval),

@@ -1003,6 +1003,50 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(runs.entries.map((run) => run.n).sort()).toEqual([-1, 0, 2, 3, 4, 5])
         }))
 
+      test("a claim that comes back full sends the next claim before its tasks start", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          type Event =
+            | { readonly kind: "claim" }
+            | { readonly kind: "claimed"; readonly ids: ReadonlyArray<string>; readonly full: boolean }
+            | { readonly kind: "run"; readonly id: string }
+          const events: Array<Event> = []
+          const spy = TaskStore.of({
+            ...store,
+            claim: (request) =>
+              Effect.suspend(() => {
+                events.push({ kind: "claim" })
+                return Effect.tap(store.claim(request), (claimed) =>
+                  Effect.sync(() => {
+                    const ids = claimed.map((task) => task.lease.taskId)
+                    if (ids.length > 0) events.push({ kind: "claimed", ids, full: ids.length === request.max })
+                  }))
+              })
+          })
+          const task = Task.make("ahead.pipelined", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: () =>
+              Effect.flatMap(TaskContext.TaskContext, (ctx) => Effect.sync(() => events.push({ kind: "run", id: ctx.taskId })))
+          })
+          yield* startWorker(harness, Registry.make(task), { concurrency: 2, prefetch: 10 }, spy)
+          // Until a handler has finished, nothing is claimed ahead.
+          yield* awaitStatus(harness, yield* task.send({ n: -1 }), "succeeded")
+          const ids = yield* task.sendBatch(Array.from({ length: 40 }, (_, n) => ({ n })))
+          for (const id of ids) yield* awaitStatus(harness, id, "succeeded")
+          // Each task ran once, and some full claim had the next one on its way
+          // before the first of its tasks started (Postgres prepares the next
+          // batch while this one runs).
+          const runs = events.flatMap((event) => event.kind === "run" ? [event.id] : [])
+          expect(runs.filter((id) => ids.includes(id)).sort()).toEqual([...ids].sort())
+          const overlapped = events.some((event, index) => {
+            if (event.kind !== "claimed" || !event.full) return false
+            const firstRun = events.findIndex((later, at) => at > index && later.kind === "run" && event.ids.includes(later.id))
+            const nextClaim = events.findIndex((later, at) => at > index && later.kind === "claim")
+            return nextClaim !== -1 && firstRun !== -1 && nextClaim < firstRun
+          })
+          expect(overlapped, JSON.stringify(events)).toBe(true)
+        }))
+
       test("prefetch 0 claims only free slots", () =>
         Effect.gen(function*() {
           const release = yield* Deferred.make<void>()
