@@ -10,8 +10,10 @@
  *   (self-fencing): only the side that can refresh leases keeps ownership.
  * - Claims take the free slots plus a buffer of tasks claimed ahead
  *   (`prefetch`), sized to about 100 ms of work at the recent handler run
- *   time. Buffered tasks are leased and renewed like running ones; one still
- *   waiting a heartbeat later is given back for other workers.
+ *   time, half of that room per claim: a claim that comes back full sends
+ *   the next before its batch runs. Buffered tasks are leased and renewed
+ *   like running ones; one still waiting a heartbeat later is given back for
+ *   other workers.
  * - Interrupting the worker drains it: no more claims, the buffer is given
  *   back, in-flight tasks get `drainTimeout` to finish, stragglers are
  *   interrupted and released without charging an attempt, and the worker
