@@ -232,7 +232,7 @@ export const make = (
           WITH claim AS (
             SELECT ${request.queues}::text[] AS queues, ${unlimited}::text[] AS names, ${request.max}::int AS max
           )
-          SELECT m.id FROM (
+          SELECT ${sql.literal(PgClaimDue.candidate(schema, "m"))} FROM (
             SELECT p.*,
               row_number() OVER (PARTITION BY p.queue ORDER BY p.priority DESC, p.run_at, p.id) AS turn,
               row_number() OVER (PARTITION BY p.name ORDER BY p.priority DESC, p.run_at, p.id) AS slot

@@ -6,8 +6,8 @@
  * left to choose, Postgres kept planning each call anew (1.0 ms a claim
  * against 0.6 ms). The plan test checks that generic plan.
  *
- * - `<schema>.lease_tasks(ids, lease_ms, worker)` leases tasks the caller has
- *   already locked (`FOR UPDATE`): a queued task starts its next attempt; a
+ * - `<schema>.lease_tasks(candidates, lease_ms, worker)` leases tasks the
+ *   caller has already locked (`FOR UPDATE`): a queued task starts its next attempt; a
  *   running one whose lease expired is taken over (the lost attempt recorded
  *   as `lease_expired`), or ends `failed` when it has no retries left. It
  *   answers the tasks now leased to `worker`, in the order given, as one JSON
@@ -27,7 +27,7 @@
  */
 export const dueIn = (schema: string, queue: string, names: string, limit: string): string => `
   SELECT l.*, row_number() OVER () AS rank FROM (
-    SELECT t.id, t.name, t.queue, t.priority, t.run_at FROM ${schema}.tasks t
+    SELECT t.id, t.name, t.queue, t.status, t.priority, t.run_at FROM ${schema}.tasks t
     WHERE t.queue = ${queue}
       AND t.status IN ('queued', 'running')
       AND t.run_at <= now()
@@ -36,6 +36,10 @@ export const dueIn = (schema: string, queue: string, names: string, limit: strin
     LIMIT ${limit}
     FOR UPDATE SKIP LOCKED
   ) l`
+
+/** A locked candidate row `alias` as a `claim_candidate`: what `lease_tasks` needs of its state before the claim. */
+export const candidate = (schema: string, alias: string): string =>
+  `(${alias}.id, ${alias}.status = 'running', ${alias}.run_at)::${schema}.claim_candidate`
 
 /**
  * The common claim's query, with its parameters as `$1`…`$5`: $1 queues (in
@@ -49,15 +53,23 @@ export const dueIn = (schema: string, queue: string, names: string, limit: strin
  */
 export const query = (schema: string): string => `
   SELECT ${schema}.lease_tasks(ARRAY(
-    SELECT c.id FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, pos)
+    SELECT ${candidate(schema, "c")} FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, pos)
     CROSS JOIN LATERAL (${dueIn(schema, "q.queue", "ANY($2::text[])", "$3")}) c
     ORDER BY c.rank, c.priority DESC, q.pos, c.run_at, c.id
     LIMIT $3
   ), $4, $5)`
 
-/** The statement that creates `lease_tasks` (migration 4). */
+/** The type of `lease_tasks`' candidates (migration 4). */
+export const createCandidateType = (schema: string): string => `
+  CREATE TYPE ${schema}.claim_candidate AS (id bigint, takeover boolean, due_at timestamptz)`
+
+/**
+ * The statement that creates `lease_tasks` (migration 4). Each candidate
+ * carries what its claim saw (running, so a takeover; and when it became
+ * due), so each task's row is found once, by the update itself.
+ */
 export const createLeaseFunction = (schema: string): string => `
-  CREATE FUNCTION ${schema}.lease_tasks(bigint[], double precision, text)
+  CREATE FUNCTION ${schema}.lease_tasks(${schema}.claim_candidate[], double precision, text)
   RETURNS json
   LANGUAGE plpgsql VOLATILE
   SET plan_cache_mode = force_generic_plan
@@ -65,37 +77,35 @@ export const createLeaseFunction = (schema: string): string => `
   DECLARE
     claimed json;
   BEGIN
-    WITH decided AS (
-      SELECT t.id, c.position, t.status = 'running' AS takeover, t.run_at AS due_at,
-        (t.status = 'running' AND t.attempt > t.max_retries) AS exhausted,
-        clock_timestamp() + make_interval(secs => $2 / 1000) AS lease_until
-      FROM unnest($1) WITH ORDINALITY AS c(id, position) JOIN ${schema}.tasks t ON t.id = c.id
-    ), leased AS (
+    WITH leased AS (
       UPDATE ${schema}.tasks t SET
-        status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
-        attempt = CASE WHEN d.exhausted THEN t.attempt ELSE t.attempt + 1 END,
-        errors = CASE WHEN d.takeover THEN t.errors || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+        status = CASE WHEN c.takeover AND t.attempt > t.max_retries THEN 'failed' ELSE 'running' END,
+        attempt = CASE WHEN c.takeover AND t.attempt > t.max_retries THEN t.attempt ELSE t.attempt + 1 END,
+        errors = CASE WHEN c.takeover THEN t.errors || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
           'attempt', t.attempt, 'kind', 'lease_expired', 'message', 'lease of worker ' || t.lease_owner || ' expired',
           'worker', t.lease_owner, 'at', t.lease_expires_at))) ELSE t.errors END,
-        lease_losses = t.lease_losses + CASE WHEN d.takeover THEN 1 ELSE 0 END,
-        lease_owner = CASE WHEN d.exhausted THEN NULL ELSE $3 END,
-        lease_expires_at = CASE WHEN d.exhausted THEN NULL ELSE d.lease_until END,
-        run_at = CASE WHEN d.exhausted THEN t.run_at
-          ELSE d.lease_until
+        lease_losses = t.lease_losses + CASE WHEN c.takeover THEN 1 ELSE 0 END,
+        lease_owner = CASE WHEN c.takeover AND t.attempt > t.max_retries THEN NULL ELSE $3 END,
+        lease_expires_at = CASE WHEN c.takeover AND t.attempt > t.max_retries THEN NULL ELSE c.lease_until END,
+        run_at = CASE WHEN c.takeover AND t.attempt > t.max_retries THEN t.run_at
+          ELSE c.lease_until
             + CASE WHEN t.attempt + 1 > t.max_retries THEN interval '0' ELSE ${schema}.retry_delay(t.backoff, t.attempt + 1) END
           END,
-        finished_at = CASE WHEN d.exhausted THEN now() ELSE NULL END,
+        finished_at = CASE WHEN c.takeover AND t.attempt > t.max_retries THEN now() ELSE NULL END,
         updated_at = now()
-      FROM decided d
-      WHERE t.id = d.id
+      FROM (
+        SELECT c.*, clock_timestamp() + make_interval(secs => $2 / 1000) AS lease_until
+        FROM unnest($1) WITH ORDINALITY AS c(id, takeover, due_at, position)
+      ) c
+      WHERE t.id = c.id
       RETURNING t.id::text AS id, t.name, t.queue, t.payload, t.priority, t.attempt, t.max_retries, t.lease_losses,
-        d.takeover, trunc(extract(epoch FROM d.due_at) * 1000)::double precision AS due_at, t.trace_parent,
-        d.exhausted, d.position
+        c.takeover, trunc(extract(epoch FROM c.due_at) * 1000)::double precision AS due_at, t.trace_parent,
+        t.status, c.position
     )
     SELECT coalesce(json_agg(l ORDER BY l.position), '[]') INTO claimed
     FROM (
       SELECT id, name, queue, payload, priority, attempt, max_retries, lease_losses, takeover, due_at, trace_parent, position
-      FROM leased WHERE NOT exhausted
+      FROM leased WHERE status = 'running'
     ) l;
     RETURN claimed;
   END

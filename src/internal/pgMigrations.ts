@@ -94,6 +94,7 @@ const migrations = (schema: string) => {
   const claim_and_complete = Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.forEach([
       `DROP FUNCTION ${schema}.claim_due(text[], text[], integer, double precision, text)`,
+      PgClaimDue.createCandidateType(schema),
       PgClaimDue.createLeaseFunction(schema),
       PgClaimDue.createFunction(schema),
       `ALTER TABLE ${schema}.tasks ADD CONSTRAINT tasks_lease_owner_while_running
