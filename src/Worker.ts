@@ -343,19 +343,19 @@ export const start = <Tasks extends Task.Any>(
       }
     })
 
-    const attemptOptions = (claimed: ClaimedTask): AttemptFork.AttemptOptions<TaskContext.TaskContext> => ({
-      services: Context.make(
-        TaskContext.TaskContext,
-        TaskContext.make({
-          taskId: claimed.lease.taskId,
-          name: claimed.name,
-          queue: claimed.queue,
-          attempt: claimed.lease.attempt,
-          maxRetries: claimed.maxRetries,
-          workerId: id,
-          leaseLosses: claimed.leaseLosses
-        })
-      ),
+    const attemptOptions = (
+      claimed: ClaimedTask
+    ): AttemptFork.AttemptOptions<TaskContext.TaskContext, TaskContext.TaskContextShape> => ({
+      tag: TaskContext.TaskContext,
+      service: TaskContext.make({
+        taskId: claimed.lease.taskId,
+        name: claimed.name,
+        queue: claimed.queue,
+        attempt: claimed.lease.attempt,
+        maxRetries: claimed.maxRetries,
+        workerId: id,
+        leaseLosses: claimed.leaseLosses
+      }),
       annotations: { taskId: claimed.lease.taskId, task: claimed.name, attempt: claimed.lease.attempt },
       span: forkAttempt.tracing ? attemptSpan(claimed) : undefined
     })

@@ -19,9 +19,10 @@ import * as Runtime from "effect/Runtime"
 import * as Tracer from "effect/Tracer"
 import * as Clock from "effect/Clock"
 
-export interface AttemptOptions<R> {
-  /** Added to the runtime's services. */
-  readonly services: Context.Context<R>
+export interface AttemptOptions<I, S> {
+  /** A service added to the runtime's services (one: adding it copies them once). */
+  readonly tag: Context.Tag<I, S>
+  readonly service: S
   /** Added to the runtime's log annotations. */
   readonly annotations: Readonly<Record<string, unknown>>
   /** The attempt's span: give one only when `tracing` says a span is made. */
@@ -57,12 +58,12 @@ export const make = <R>(runtime: Runtime.Runtime<R>) => {
   const annotations = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentLogAnnotations)
   const now = () => timing ? clock.unsafeCurrentTimeNanos() : BigInt(0)
 
-  const fork = <A, E, R2>(
-    effect: Effect.Effect<A, E, R | R2>,
-    options: AttemptOptions<R2>,
+  const fork = <A, E, I, S>(
+    effect: Effect.Effect<A, E, R | I>,
+    options: AttemptOptions<I, S>,
     onExit: (exit: Exit.Exit<A, E>) => void
   ): Fiber.RuntimeFiber<A, E> => {
-    let context = Context.merge(runtime.context, options.services)
+    let context = Context.add(runtime.context, options.tag, options.service)
     let span: Tracer.Span | undefined
     if (tracing && options.span !== undefined) {
       const { attributes, links, name } = options.span
@@ -70,8 +71,10 @@ export const make = <R>(runtime: Runtime.Runtime<R>) => {
       for (const key in attributes) span.attribute(key, attributes[key])
       context = Context.add(context, Tracer.ParentSpan, span)
     }
-    let annotated = annotations
-    for (const key in options.annotations) annotated = HashMap.set(annotated, key, options.annotations[key])
+    // One copy of the map for all the annotations, not one per key.
+    const annotated = HashMap.mutate(annotations, (map) => {
+      for (const key in options.annotations) HashMap.set(map, key, options.annotations[key])
+    })
     const fiber = Runtime.runFork(
       Runtime.make({
         context,
