@@ -800,6 +800,10 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
     const isSort = (node: PlanNode) => node["Node Type"] === "Sort" || node["Node Type"] === "Incremental Sort"
     const seqScansOfTasks = (plan: PlanNode) =>
       find(plan, (node) => node["Relation Name"] === "tasks" && node["Node Type"] === "Seq Scan")
+    /** How the plan reads tasks (other than the table it updates): [node type, index] per access. */
+    const readsOfTasks = (plan: PlanNode) =>
+      find(plan, (node) => node["Relation Name"] === "tasks" && node["Node Type"] !== "ModifyTable")
+        .map((node) => [node["Node Type"], node["Index Name"]])
 
     it.scopedLive("the claim scans tasks_claim per queue, locks in index order, and sorts only the merged batch", () =>
       Effect.gen(function*() {
@@ -869,11 +873,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         const heartbeatPlan = yield* explain(f.sql, heartbeatStatements[0]!)
         const heartbeatWhy = `\n${render(heartbeatPlan)}`
         expect(seqScansOfTasks(heartbeatPlan), heartbeatWhy).toEqual([])
-        expect(
-          find(heartbeatPlan, (node) => node["Relation Name"] === "tasks" && node["Node Type"] !== "ModifyTable")
-            .map((node) => node["Index Name"]),
-          heartbeatWhy
-        ).toEqual(["tasks_pkey"])
+        expect(readsOfTasks(heartbeatPlan).map(([, index]) => index), heartbeatWhy).toEqual(["tasks_pkey"])
 
         // A batch of completions: by primary key as well.
         const [, captured] = yield* capturing(f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: null }))))
@@ -883,11 +883,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         const completeQuery = { text: PgComplete.query(f.schema), params: completions[0]!.params }
         for (const completePlan of [yield* explain(f.sql, completeQuery), yield* explainGeneric(f.sql, completeQuery)]) {
           const why = `\n${render(completePlan)}`
-          expect(
-            find(completePlan, (node) => node["Relation Name"] === "tasks" && node["Node Type"] !== "ModifyTable")
-              .map((node) => [node["Node Type"], node["Index Name"]]),
-            why
-          ).toEqual([["Index Scan", "tasks_pkey"]])
+          expect(readsOfTasks(completePlan), why).toEqual([["Index Scan", "tasks_pkey"]])
         }
       }))
 
@@ -909,11 +905,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           params: [claimed.map((task) => task.lease.taskId), claimed.map((task) => task.lease.attempt), claimed.map(() => "w1"), claimed.map(() => "null")]
         }
         const plan = yield* explainGeneric(f.sql, completeQuery)
-        expect(
-          find(plan, (node) => node["Relation Name"] === "tasks" && node["Node Type"] !== "ModifyTable")
-            .map((node) => [node["Node Type"], node["Index Name"]]),
-          `\n${render(plan)}`
-        ).toEqual([["Index Scan", "tasks_pkey"]])
+        expect(readsOfTasks(plan), `\n${render(plan)}`).toEqual([["Index Scan", "tasks_pkey"]])
         // And the function it runs records them all.
         const recorded = yield* f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: null })))
         expect(recorded.filter((ok) => !ok)).toEqual([])
