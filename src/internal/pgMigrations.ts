@@ -84,7 +84,8 @@ const migrations = (schema: string) => {
   const claim_due = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgClaimDue.createFunction(schema)))
   // Enqueueing as a function, for the same reason.
   const enqueue = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgEnqueue.createFunction(schema)))
-  // Claims return only what a worker needs, every claim leases through
+  // A single send takes a shorter path. Claims return only what a worker
+  // needs, every claim leases through
   // lease_tasks, and completions go through a function too. A lease owner is
   // set exactly while a task runs (a constraint now), so a completion is
   // fenced by id, attempt and owner alone and can only find its rows by
@@ -100,7 +101,8 @@ const migrations = (schema: string) => {
       `ALTER TABLE ${schema}.tasks ADD CONSTRAINT tasks_lease_owner_while_running
         CHECK ((lease_owner IS NOT NULL) = (status = 'running'))`,
       `DROP INDEX ${schema}.tasks_expired`,
-      PgComplete.createFunction(schema)
+      PgComplete.createFunction(schema),
+      PgEnqueue.createFunction(schema)
     ], (statement) => sql.unsafe(statement), { discard: true }))
   return {
     "1_create_tasks": create_tasks,
