@@ -70,8 +70,8 @@ type StopReason =
 
 /** A lease this worker holds: a task waiting in the buffer, running, or settling. */
 interface Held {
+  /** The claimed task, its lease included. */
   readonly claimed: ClaimedTask
-  readonly lease: Lease
   /** When the claim returned, on the worker's clock. */
   readonly claimedAt: number
   stop: StopReason | undefined
@@ -182,7 +182,7 @@ export const start = <Tasks extends Task.Any>(
     const released = yield* Deferred.make<void>()
     /** The lease is settled (or given up): the worker no longer holds it. */
     const forget = (entry: Held) => {
-      if (!held.delete(leaseKey(entry.lease))) return
+      if (!held.delete(leaseKey(entry.claimed.lease))) return
       if (entry.started) Metrics.inFlightNow(-1)
       // A worker near its cap of held leases may be waiting for this to claim again.
       if (wantsClaim()) wakeClaimer()
@@ -250,12 +250,12 @@ export const start = <Tasks extends Task.Any>(
       bounded("settle", config.leaseTtl)(persist([entry], write))
 
     const annotated = (entry: Held) =>
-      Effect.annotateLogs({ taskId: entry.lease.taskId, task: entry.claimed.name, attempt: entry.lease.attempt })
+      Effect.annotateLogs({ taskId: entry.claimed.lease.taskId, task: entry.claimed.name, attempt: entry.claimed.lease.attempt })
 
     // Tasks that never started go back to the queue without a charged attempt.
     const releaseAll = (entries: ReadonlyArray<Held>) =>
       Effect.forEach(entries, (entry) =>
-        persistBounded(entry, store.release(entry.lease)).pipe(
+        persistBounded(entry, store.release(entry.claimed.lease)).pipe(
           Effect.catchAll((error) =>
             Effect.logWarning("could not release a task; its lease will expire and another worker will run it", error)
           ),
@@ -269,7 +269,7 @@ export const start = <Tasks extends Task.Any>(
     let lastBeatAt = registeredAt
     const beat = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
-      const leases = Array.from(held.values(), (entry) => entry.lease)
+      const leases = Array.from(held.values(), (entry) => entry.claimed.lease)
       const renewed = yield* store.heartbeat({ workerId: id, leases, leaseTtlMillis }).pipe(
         bounded("heartbeat", config.heartbeatInterval)
       )
@@ -368,7 +368,7 @@ export const start = <Tasks extends Task.Any>(
     let writing = 0
     const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
       const entries = batch.map(({ entry }) => entry)
-      return persist(entries, store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.lease, result })))).pipe(
+      return persist(entries, store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.claimed.lease, result })))).pipe(
         Effect.flatMap((recorded) => {
           const lost = entries.filter((_, index) => !recorded[index])
           Metrics.succeededNow(entries.length - lost.length)
@@ -410,7 +410,7 @@ export const start = <Tasks extends Task.Any>(
 
     // Failures, and attempts stopped by the worker, are rarer: one write each.
     const settleFailure = (entry: Held, cause: Cause.Cause<unknown>): Effect.Effect<void, LeaseLost | StoreError> => {
-      const lease = entry.lease
+      const lease = entry.claimed.lease
       if (Cause.isInterruptedOnly(cause) && entry.stop !== undefined) {
         return entry.stop === "drain"
           ? persistBounded(entry, store.release(lease)).pipe(Effect.zipRight(Effect.logInfo("released at shutdown")))
@@ -545,13 +545,12 @@ export const start = <Tasks extends Task.Any>(
       const claimedAt = clock.unsafeCurrentTimeMillis()
       const entries = claimed.map((task): Held => ({
         claimed: task,
-        lease: task.lease,
         claimedAt,
         stop: undefined,
         started: false,
         fiber: undefined
       }))
-      for (const entry of entries) held.set(leaseKey(entry.lease), entry)
+      for (const entry of entries) held.set(leaseKey(entry.claimed.lease), entry)
       if (!accepting) {
         // Shutdown began while the claim was on the way.
         yield* releaseAll(entries)
@@ -630,7 +629,7 @@ export const start = <Tasks extends Task.Any>(
       id,
       config,
       inFlight: Effect.sync(() =>
-        Array.from(held.values()).filter((entry) => entry.started).map((entry) => entry.lease)
+        Array.from(held.values()).filter((entry) => entry.started).map((entry) => entry.claimed.lease)
       ),
       buffered: Effect.sync(() => buffer.length),
       healthy: Effect.sync(() => healthy)

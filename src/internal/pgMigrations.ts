@@ -84,14 +84,15 @@ const migrations = (schema: string) => {
   const claim_due = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgClaimDue.createFunction(schema)))
   // Enqueueing as a function, for the same reason.
   const enqueue = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgEnqueue.createFunction(schema)))
-  // A single send takes a shorter path. Claims return only what a worker
-  // needs, every claim leases through
-  // lease_tasks, and completions go through a function too. A lease owner is
-  // set exactly while a task runs (a constraint now), so a completion is
-  // fenced by id, attempt and owner alone and can only find its rows by
-  // primary key; tasks_expired goes (running tasks are few: maintenance
-  // finds the expired ones through tasks_running_name), one index less to
-  // write on every claim.
+  // Every claim leases through lease_tasks and answers only what a worker
+  // needs; completions go through a function too. A lease owner is set
+  // exactly while a task runs (a constraint now), so a completion is fenced
+  // by id, attempt and owner alone and finds its rows by primary key.
+  // tasks_expired goes (running tasks are few: maintenance finds the
+  // expired ones through tasks_running_name): one index less to write on
+  // every claim. A single send takes a shorter path. On a fresh database
+  // migration 2 already creates the current claim_due (PL/pgSQL resolves
+  // what it calls when it runs), and this one replaces it.
   const claim_and_complete = Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.forEach([
       `DROP FUNCTION ${schema}.claim_due(text[], text[], integer, double precision, text)`,
