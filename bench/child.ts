@@ -107,7 +107,8 @@ const runPhase = async (job: Job): Promise<unknown> => {
         schema: job.schema,
         backlog: job.backlog,
         concurrency: options.concurrency,
-        seconds: options.memorySeconds
+        seconds: options.memorySeconds,
+        jobs: options.memoryJobs
       })
   }
 }

@@ -31,6 +31,8 @@ export interface Options {
   readonly backlogs: ReadonlyArray<number>
   /** How long memory is sampled while the worker burns the backlog, seconds. */
   readonly memorySeconds: number
+  /** Jobs over which the backlogs are compared: every backlog's worker is measured over the same work. */
+  readonly memoryJobs: number
   readonly skip: ReadonlyArray<"heartbeat" | "memory">
   readonly quick: boolean
   /** Write docs/benchmarks.md. */
@@ -53,6 +55,7 @@ const usage = `npm run bench -- [flags]
   --window S            statement-count window, seconds             (10; quick 3)
   --backlogs a,b        backlogs for the memory figure              (10000,100000; quick 2000,10000)
   --memory-seconds S    memory sampling window, seconds             (5; quick 2)
+  --memory-jobs N       jobs over which backlogs are compared       (the smallest backlog)
   --skip a,b            leave out heartbeat and/or memory
   --quick               a short smoke run (does not write docs/benchmarks.md)
   --write / --no-write  write docs/benchmarks.md                    (written unless --quick)
@@ -84,6 +87,7 @@ export const parse = (argv: ReadonlyArray<string>): Options => {
       window: { type: "string" },
       backlogs: { type: "string" },
       "memory-seconds": { type: "string" },
+      "memory-jobs": { type: "string" },
       skip: { type: "string" },
       quick: { type: "boolean", default: false },
       write: { type: "boolean" },
@@ -112,6 +116,7 @@ export const parse = (argv: ReadonlyArray<string>): Options => {
   for (const s of skip) if (s !== "heartbeat" && s !== "memory") throw new Error(`--skip takes heartbeat and/or memory, got "${s}"`)
   const heartbeatWorkers = 4
   const inFlight = numbers("in-flight", "100,1000", "200")
+  const backlogs = numbers("backlogs", "10000,100000", "2000,10000")
   for (const n of inFlight) {
     if (n % heartbeatWorkers !== 0) throw new Error(`--in-flight values must be multiples of ${heartbeatWorkers}, got ${n}`)
   }
@@ -128,8 +133,9 @@ export const parse = (argv: ReadonlyArray<string>): Options => {
     heartbeatWorkers,
     leaseSeconds: 15,
     windowSeconds: number("window", 10, 3),
-    backlogs: numbers("backlogs", "10000,100000", "2000,10000"),
+    backlogs,
     memorySeconds: number("memory-seconds", 5, 2),
+    memoryJobs: values["memory-jobs"] === undefined ? Math.min(...backlogs) : positive("memory-jobs", values["memory-jobs"]),
     skip: skip as Array<"heartbeat" | "memory">,
     quick,
     write: values["no-write"] === true ? false : values.write ?? !quick,

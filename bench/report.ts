@@ -47,7 +47,7 @@ const columns: ReadonlyArray<{ readonly title: (options: Options) => ReadonlyArr
     digits: 1
   },
   {
-    title: (o) => o.backlogs.map((n) => `worker RSS MB, ${n / 1000}k backlog`),
+    title: (o) => o.backlogs.map((n) => `worker RSS MB, ${n / 1000}k backlog, first ${o.memoryJobs / 1000}k jobs`),
     figures: (o) => o.backlogs.map((n) => (result: SystemResult) => result.memory?.find((m) => m.backlog === n)?.peakRss),
     digits: 0
   },
@@ -162,9 +162,9 @@ export const verdicts = (results: ReadonlyArray<SystemResult>): ReadonlyArray<Ve
     target: "flat worker memory under a growing backlog",
     measured: small === undefined || large === undefined || small === large
       ? "—"
-      : `RSS ${format(small.peakRss, 0)} → ${format(large.peakRss, 0)} MB, live heap ${format(small.liveHeap, 1)} → ${
-        format(large.liveHeap, 1)
-      } MB (${small.backlog} → ${large.backlog} backlog)`,
+      : `RSS ${format(small.peakRss, 0)} → ${format(large.peakRss, 0)} MB over the first ${format(large.jobs, 0)} jobs, live heap ${
+        format(small.liveHeap, 1)
+      } → ${format(large.liveHeap, 1)} MB (${small.backlog} → ${large.backlog} backlog)`,
     // The live heap is what a leak would grow; RSS also follows the GC's mood.
     met: small === undefined || large === undefined || small === large
       ? undefined
@@ -196,13 +196,24 @@ const runsTable = (results: ReadonlyArray<SystemResult>) =>
 
 const memoryTable = (results: ReadonlyArray<SystemResult>) =>
   markdownTable(
-    ["system", "backlog", "RSS before start MB", "peak RSS MB", "live heap after GC MB", "jobs done while sampled"],
+    [
+      "system",
+      "backlog",
+      "RSS before start MB",
+      "peak RSS MB, first jobs",
+      "jobs",
+      "peak RSS MB, whole window",
+      "live heap after GC MB",
+      "jobs done while sampled"
+    ],
     results.flatMap((r) =>
       (r.memory ?? []).map((m) => [
         r.name,
         m.backlog.toLocaleString("en-US"),
         format(m.baselineRss, 0),
         format(m.peakRss, 0),
+        m.jobs.toLocaleString("en-US"),
+        format(m.windowPeakRss, 0),
         format(m.liveHeap, 1),
         m.processed.toLocaleString("en-US")
       ])
@@ -226,7 +237,7 @@ refresh this page.
 - Node.js: ${machine.node}
 - Date: ${machine.date}
 - Command: \`${machine.command}\`
-- Settings: ${options.jobs.toLocaleString("en-US")} jobs per run, concurrency ${options.concurrency} per worker, ${options.workers} worker(s) for burn-down and latency, ${options.runs} measured run(s) after a warm-up (medians shown), bulk batches of ${options.batch}, ${options.latencySamples} latency samples per run, heartbeat window ${options.windowSeconds} s across ${options.heartbeatWorkers} workers, memory sampled for ${options.memorySeconds} s
+- Settings: ${options.jobs.toLocaleString("en-US")} jobs per run, concurrency ${options.concurrency} per worker, ${options.workers} worker(s) for burn-down and latency, ${options.runs} measured run(s) after a warm-up (medians shown), bulk batches of ${options.batch}, ${options.latencySamples} latency samples per run, heartbeat window ${options.windowSeconds} s across ${options.heartbeatWorkers} workers, memory sampled for ${options.memorySeconds} s and compared over the first ${options.memoryJobs.toLocaleString("en-US")} jobs
 
 ## Results
 

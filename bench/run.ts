@@ -84,7 +84,11 @@ const benchSystem = async (name: Name, options: Options, runId: string): Promise
         })
         if (figure !== undefined) {
           memory.push(figure)
-          log(`${name}: peak RSS ${figure.peakRss.toFixed(0)} MB, live heap ${figure.liveHeap.toFixed(1)} MB (${figure.processed} jobs done)`)
+          log(
+            `${name}: peak RSS ${figure.peakRss.toFixed(0)} MB over the first ${figure.jobs} jobs, ${
+              figure.windowPeakRss.toFixed(0)
+            } MB over the window, live heap ${figure.liveHeap.toFixed(1)} MB (${figure.processed} jobs done)`
+          )
         }
       }
     }

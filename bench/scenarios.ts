@@ -222,8 +222,12 @@ export interface MemoryFigure {
   readonly backlog: number
   /** Resident set size of this process before the worker starts, MB. */
   readonly baselineRss: number
-  /** Highest resident set size while the worker runs, MB. */
+  /** Highest resident set size until the worker had done `jobs` jobs (or the window ended), MB: the same work for every backlog. */
   readonly peakRss: number
+  /** The jobs `peakRss` covers. */
+  readonly jobs: number
+  /** Highest resident set size over the whole window, MB: a long burn-down, for the larger backlogs. */
+  readonly windowPeakRss: number
   /** V8 heap still in use after a full garbage collection at the end of the window, worker running, MB. */
   readonly liveHeap: number
   /** Jobs the worker finished while sampled. */
@@ -236,12 +240,21 @@ const mb = (bytes: number) => bytes / 1024 / 1024
  * In a process that has done nothing else: starts one worker on the backlog
  * left by `fill`, samples the resident set every 50 ms for `seconds`, measures
  * the live heap after a full GC (the process runs with --expose-gc), stops the
- * worker and drops the schema.
+ * worker and drops the schema. The peak until `jobs` jobs are done compares
+ * backlogs over the same work; over the whole window, a worker on a small
+ * backlog is idle most of the time and one on a large backlog busy
+ * throughout, which says how memory follows the work rather than the backlog.
  */
 export const memory = async (
   system: System,
   place: Place,
-  settings: { readonly schema: string; readonly backlog: number; readonly concurrency: number; readonly seconds: number }
+  settings: {
+    readonly schema: string
+    readonly backlog: number
+    readonly concurrency: number
+    readonly seconds: number
+    readonly jobs: number
+  }
 ): Promise<MemoryFigure> => {
   try {
     const installation = await system.install({ url: place.url, schema: settings.schema })
@@ -249,12 +262,18 @@ export const memory = async (
       const baselineRss = mb(process.memoryUsage().rss)
       let processed = 0
       let peakRss = 0
+      let windowPeakRss = 0
+      let jobs: number | undefined
       const sample = () => {
-        peakRss = Math.max(peakRss, mb(process.memoryUsage.rss()))
+        const rss = mb(process.memoryUsage.rss())
+        windowPeakRss = Math.max(windowPeakRss, rss)
+        if (jobs === undefined) peakRss = Math.max(peakRss, rss)
       }
       const sampler = setInterval(sample, 50)
       const [worker] = await startWorkers(installation, 1, settings.concurrency, () => {
-        processed++
+        if (++processed !== settings.jobs) return
+        sample()
+        jobs = processed
       })
       await sleep(settings.seconds * 1000)
       sample()
@@ -262,7 +281,15 @@ export const memory = async (
       globalThis.gc?.()
       const liveHeap = mb(process.memoryUsage().heapUsed)
       await worker!.stop()
-      return { backlog: settings.backlog, baselineRss, peakRss, liveHeap, processed }
+      return {
+        backlog: settings.backlog,
+        baselineRss,
+        peakRss,
+        jobs: jobs ?? processed,
+        windowPeakRss,
+        liveHeap,
+        processed
+      }
     } finally {
       await installation.close()
     }
