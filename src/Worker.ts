@@ -100,6 +100,13 @@ export type Requirements<Tasks extends Task.Any> =
 const leaseKey = (lease: Lease) => `${lease.taskId}:${lease.attempt}`
 
 /**
+ * Leases a completion write carries at most. Postgres spends about half a
+ * millisecond per statement whatever its size: a write of 1,000 costs 8 µs
+ * per task there, one of 100 twice that.
+ */
+const completionBatch = 1000
+
+/**
  * Starts a worker in the current scope and returns at once. Closing the scope
  * drains it.
  */
@@ -127,6 +134,13 @@ export const start = <Tasks extends Task.Any>(
     let buffer: Array<Held> = []
     const prefetch = Prefetch.make(config.concurrency, config.prefetch)
     let accepting = true
+    /**
+     * The last claim came back with fewer tasks than it asked for: nothing
+     * more was due. Until a wake-up (a send, a retry, a task given back) or
+     * the poll says otherwise, a finished attempt does not trigger a claim:
+     * after a burst, each of those would scan for nothing.
+     */
+    let drained = true
     /** Leases held at most: the buffer, running handlers, and as many attempts still settling. */
     const maxHeld = 2 * (config.concurrency + config.prefetch)
     const clock = yield* Effect.clock
@@ -184,8 +198,10 @@ export const start = <Tasks extends Task.Any>(
     const forget = (entry: Held) => {
       if (!held.delete(leaseKey(entry.claimed.lease))) return
       if (entry.started) Metrics.inFlightNow(-1)
-      // A worker near its cap of held leases may be waiting for this to claim again.
-      if (wantsClaim()) wakeClaimer()
+      // A worker near its cap of held leases may be waiting for this to claim
+      // again; and a task with a maxConcurrency frees its slot in the store
+      // only now, so tasks its limit held back may be claimable.
+      if ((!drained || limits[entry.claimed.name] !== undefined) && wantsClaim()) wakeClaimer()
       if (!accepting && held.size === 0) Deferred.unsafeDone(released, Exit.void)
     }
 
@@ -360,8 +376,8 @@ export const start = <Tasks extends Task.Any>(
       span: forkAttempt.tracing ? attemptSpan(claimed) : undefined
     })
 
-    // Successful attempts are recorded in batches: at most 500 leases a write,
-    // at most 3 writes in flight. A lone completion is written as soon as the
+    // Successful attempts are recorded in batches: at most
+    // `completionBatch` leases a write, at most 3 writes in flight. A lone completion is written as soon as the
     // code that ended it has run, and completions that arrive while the
     // writes are busy share the next one.
     const completions: Array<{ readonly entry: Held; readonly result: unknown }> = []
@@ -389,7 +405,7 @@ export const start = <Tasks extends Task.Any>(
     const flushCompletions = () => {
       while (writing < 3 && completions.length > 0) {
         writing += 1
-        runFork(writeCompletions(completions.splice(0, 500))).addObserver(() => {
+        runFork(writeCompletions(completions.splice(0, completionBatch))).addObserver(() => {
           writing -= 1
           flushCompletions()
         })
@@ -461,7 +477,7 @@ export const start = <Tasks extends Task.Any>(
         runFork(settleFailureLogged(entry, exit.cause))
       }
       startBuffered()
-      if (wantsClaim()) wakeClaimer()
+      if (!drained && wantsClaim()) wakeClaimer()
     }
 
     // Only the handler is interruptible; whatever its end, the observer
@@ -539,6 +555,7 @@ export const start = <Tasks extends Task.Any>(
         bounded("claim", config.leaseTtl),
         Effect.catchAll((error) => Effect.as(Effect.logWarning("claim failed; retrying at the next poll", error), []))
       )
+      drained = claimed.length < free
       if (claimed.length === 0) return
       yield* Metrics.incrementBy(Metrics.claimed, claimed.length)
       yield* Metrics.incrementBy(Metrics.takeovers, claimed.filter((task) => task.takeover).length)

@@ -1047,6 +1047,39 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(overlapped, JSON.stringify(events)).toBe(true)
         }))
 
+      test("once a claim comes back short, finished attempts send no claim until a wake-up", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          let claims = 0
+          const spy = TaskStore.of({
+            ...store,
+            claim: (request) =>
+              Effect.suspend(() => {
+                claims += 1
+                return store.claim(request)
+              })
+          })
+          const release = yield* Deferred.make<void>()
+          const task = Task.make("ahead.drained", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: ({ n }) => n < 3 ? Deferred.await(release) : Effect.void
+          })
+          // No poll during the test: only wake-ups and finished attempts can trigger a claim.
+          const worker = yield* startWorker(harness, Registry.make(task), { concurrency: 4, prefetch: 0, pollInterval: "1 hour" }, spy)
+          const ids = yield* task.sendBatch([0, 1, 2].map((n) => ({ n })))
+          for (const id of ids) yield* awaitStatus(harness, id, "running")
+          // The claim that took the three asked for four: nothing more was due.
+          const claimsBefore = claims
+          yield* Deferred.succeed(release, undefined)
+          for (const id of ids) yield* awaitStatus(harness, id, "succeeded")
+          // Every write has landed and the worker let go of the leases.
+          yield* eventually(harness, Effect.map(worker.handle.inFlight, (leases) => expect(leases).toEqual([])))
+          expect(claims).toBe(claimsBefore)
+          // A send still wakes the worker.
+          yield* awaitStatus(harness, yield* task.send({ n: 3 }), "succeeded")
+          expect(claims).toBeGreaterThan(claimsBefore)
+        }))
+
       test("prefetch 0 claims only free slots", () =>
         Effect.gen(function*() {
           const release = yield* Deferred.make<void>()
