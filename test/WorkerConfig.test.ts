@@ -28,7 +28,7 @@ describe("WorkerConfig", () => {
       const config = yield* WorkerConfig.resolve({}, ["billing", "documents"])
       expect(config.queues).toEqual(["billing", "documents"])
       expect(config.concurrency).toBe(10)
-      expect(config.prefetch).toBe(100)
+      expect(config.prefetch).toBe(400)
       expect(config.name).toBe(`${os.hostname()}:${process.pid}`)
       expect(millisOf(config)).toEqual({
         leaseTtl: 15_000,

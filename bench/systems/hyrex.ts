@@ -30,7 +30,7 @@ const runtimeFor = (target: Target) =>
 
 export const hyrex: System = {
   name: "hyrex",
-  settings: "`Worker.start(registry, { concurrency })`, all other options default (prefetch 10 × concurrency, sized to about 100 ms of work; lease 15 s, heartbeat 5 s, poll 1 s + LISTEN/NOTIFY); `sendBatch`",
+  settings: "`Worker.start(registry, { concurrency })`, all other options default (prefetch 40 × concurrency, sized to about 100 ms of work; lease 15 s, heartbeat 5 s, poll 1 s + LISTEN/NOTIFY); `sendBatch`",
   renewsLeases: true,
   install: async (target) => {
     const producer = runtimeFor(target)

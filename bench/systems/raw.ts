@@ -5,7 +5,7 @@
  * never renewed, no bookkeeping. Two variants: `raw` claims only free slots
  * (at most `concurrency` jobs claimed and not yet run: hyrex with `prefetch: 0`), and
  * `raw-ahead` also locks jobs ahead into a local buffer, as graphile-worker's
- * local queue does, so it claims in batches of hundreds.
+ * local queue does, so it claims in batches of up to 2,000.
  */
 import { randomUUID } from "node:crypto"
 import pg from "pg"
@@ -70,12 +70,12 @@ const startWorker = async (target: Target, concurrency: number, handler: Handler
   const finished: Array<string> = []
 
   // A slot is free again as soon as its handler returns; finished jobs are
-  // completed in batches (≤ 500 ids, ≤ 3 statements in flight) while the
+  // completed in batches (≤ 1,000 ids, ≤ 3 statements in flight) while the
   // next claim is already on its way.
   const flush = () => {
     if (flushing >= 3 || finished.length === 0) return
     flushing++
-    const ids = finished.splice(0, 500)
+    const ids = finished.splice(0, 1000)
     pool
       .query(
         `UPDATE ${s}.jobs SET status = 'succeeded', locked_by = NULL, locked_until = NULL, finished_at = now()
@@ -185,7 +185,7 @@ const variant = (name: string, settings: string, lockAhead: (concurrency: number
   }
 })
 
-const common = "completions batched (≤ 500 ids, ≤ 3 statements in flight) alongside the next claim, a slot free as soon as its handler returns, LISTEN/NOTIFY + 1 s poll; no lease renewal"
+const common = "completions batched (≤ 1,000 ids, as hyrex, ≤ 3 statements in flight) alongside the next claim, a slot free as soon as its handler returns, LISTEN/NOTIFY + 1 s poll; no lease renewal"
 
 export const raw = variant(
   "raw",
@@ -195,7 +195,7 @@ export const raw = variant(
 
 export const rawAhead = variant(
   "raw-ahead",
-  `as \`raw\`, but locking up to 10 × \`concurrency\` jobs (500 for 50) into a local buffer, refilled when fewer than \`concurrency\` wait (graphile-worker's local queue, by hand)`,
-  (concurrency) => 9 * concurrency,
+  `as \`raw\`, but locking up to 40 × \`concurrency\` jobs (2,000 for 50: hyrex's default \`prefetch\` plus the slots) into a local buffer, refilled when fewer than \`concurrency\` wait (graphile-worker's local queue, by hand)`,
+  (concurrency) => 39 * concurrency,
   "its buffer holds the jobs in one worker, so they cannot spread over 4; no lease renewal"
 )

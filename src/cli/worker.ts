@@ -81,7 +81,7 @@ export const command = Command.make("worker", {
   ),
   prefetch: Options.text("prefetch").pipe(
     Options.withPseudoName("n"),
-    Options.withDescription("claimed tasks held waiting for a slot, at most (default 10 x concurrency; 0: none)"),
+    Options.withDescription("claimed tasks held waiting for a slot, at most (default 40 x concurrency; 0: none)"),
     Options.optional
   ),
   leaseTtl: durationOption("lease-ttl", "how long a claim or renewal holds a task (default 15s)"),
