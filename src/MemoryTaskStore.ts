@@ -134,6 +134,20 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
       finish(row, "succeeded", at)
     })
 
+  const release = (lease: Lease) =>
+    Effect.flatMap(
+      fenced(lease, (row, at) => {
+        row.status = "queued"
+        row.attempt -= 1
+        row.leaseOwner = null
+        row.leaseExpiresAt = null
+        row.runAt = at
+        row.updatedAt = at
+        return row.queue
+      }),
+      wake
+    )
+
   return TaskStore.of({
     enqueue: (requests) =>
       Effect.flatMap(now, (at) =>
@@ -296,19 +310,13 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
           outcome._tag === "Retrying" ? Effect.as(wake(rows.get(lease.taskId)!.queue), outcome) : Effect.succeed(outcome)
       ),
 
-    release: (lease) =>
-      Effect.flatMap(
-        fenced(lease, (row, at) => {
-          row.status = "queued"
-          row.attempt -= 1
-          row.leaseOwner = null
-          row.leaseExpiresAt = null
-          row.runAt = at
-          row.updatedAt = at
-          return row.queue
-        }),
-        wake
-      ),
+    release,
+    releaseAll: (leases) =>
+      Effect.forEach(leases, (lease) =>
+        release(lease).pipe(
+          Effect.as(true),
+          Effect.catchTag("LeaseLost", () => Effect.succeed(false))
+        )),
 
     cancel: (taskId) =>
       Effect.flatMap(now, (at) => {

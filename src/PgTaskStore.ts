@@ -150,6 +150,29 @@ const toInfo = (row: typeof TaskRow.Type): TaskInfo => ({
 const isTaskId = (id: string) => /^\d{1,18}$/.test(id)
 
 /**
+ * The distinct leases of a batch write, and for each item its 1-based
+ * position among them (0 for a repeat): a lease written twice in one
+ * statement counts once, as it would one write after the other.
+ */
+const uniqueLeases = <A>(items: ReadonlyArray<A>, leaseOf: (item: A) => Lease) => {
+  const positions = new Array<number>(items.length)
+  const seen = new Set<string>()
+  const unique: Array<A> = []
+  for (let index = 0; index < items.length; index++) {
+    const lease = leaseOf(items[index]!)
+    const key = `${lease.taskId}:${lease.attempt}:${lease.owner}`
+    if (seen.has(key)) {
+      positions[index] = 0
+    } else {
+      seen.add(key)
+      unique.push(items[index]!)
+      positions[index] = unique.length
+    }
+  }
+  return { positions, unique }
+}
+
+/**
  * Builds the store on the `SqlClient` in context (a `PgClient`). Migrates the
  * schema unless told not to.
  */
@@ -312,21 +335,7 @@ export const make = (
     // link must not wait for the link.
     const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
     const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
-      /** For each item, its 1-based position among the unique leases, or 0 for a repeat. */
-      const positions = new Array<number>(items.length)
-      const seen = new Set<string>()
-      const unique: Array<Completion> = []
-      for (let index = 0; index < items.length; index++) {
-        const lease = items[index]!.lease
-        const key = `${lease.taskId}:${lease.attempt}:${lease.owner}`
-        if (seen.has(key)) {
-          positions[index] = 0
-        } else {
-          seen.add(key)
-          unique.push(items[index]!)
-          positions[index] = unique.length
-        }
-      }
+      const { positions, unique } = uniqueLeases(items, (item) => item.lease)
       return sql<{ readonly recorded: ReadonlyArray<number> }>`
         SELECT ${completeTasks}(
           ${unique.map((i) => i.lease.taskId)}::bigint[],
@@ -344,6 +353,32 @@ export const make = (
         Effect.map(([row]) => {
           const recorded = new Set(row?.recorded ?? [])
           return positions.map((position) => recorded.has(position))
+        })
+      )
+    }
+    // One fenced UPDATE gives many leases back (fenced as completions are:
+    // an owner is set only while a task runs), and wakes each queue once.
+    const releaseAll = (leases: ReadonlyArray<Lease>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
+      const { positions, unique } = uniqueLeases(leases, (lease) => lease)
+      return sql<{ readonly position: number }>`
+        WITH released AS (
+          UPDATE ${tasks} t SET status = 'queued', attempt = t.attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
+            run_at = now(), updated_at = now()
+          FROM unnest(
+            ${unique.map((lease) => lease.taskId)}::bigint[],
+            ${unique.map((lease) => lease.attempt)}::int[],
+            ${unique.map((lease) => lease.owner)}::text[]
+          ) WITH ORDINALITY AS l(id, attempt, owner, position)
+          WHERE t.id = l.id AND t.attempt = l.attempt AND t.lease_owner = l.owner
+          RETURNING l.position, t.queue
+        )
+        SELECT r.position::int AS position FROM released r
+        CROSS JOIN (SELECT count(pg_notify(${channel}, q.queue)) FROM (SELECT DISTINCT queue FROM released) q) notified
+      `.pipe(
+        wrap("release"),
+        Effect.map((rows) => {
+          const released = new Set(rows.map((row) => row.position))
+          return positions.map((position) => released.has(position))
         })
       )
     }
@@ -465,18 +500,8 @@ export const make = (
         ),
 
       release: (lease) =>
-        sql`
-          WITH released AS (
-            UPDATE ${tasks} t SET status = 'queued', attempt = t.attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
-              run_at = now(), updated_at = now()
-            WHERE ${fencedBy(lease)}
-            RETURNING t.queue
-          )
-          SELECT pg_notify(${channel}, queue) FROM released
-        `.pipe(
-          wrap("release"),
-          Effect.flatMap((rows) => rows.length === 0 ? Effect.fail(new LeaseLost(lease)) : Effect.void)
-        ),
+        Effect.flatMap(releaseAll([lease]), ([released]) => released ? Effect.void : Effect.fail(new LeaseLost(lease))),
+      releaseAll,
 
       cancel: (taskId) =>
         transition(

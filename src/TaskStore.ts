@@ -238,6 +238,14 @@ export class TaskStore extends Context.Tag("hyrex/TaskStore")<TaskStore, {
   /** Gives a lease back without charging the attempt: the task is due again at once. Fenced. */
   readonly release: (lease: Lease) => Effect.Effect<void, LeaseLost | StoreError>
 
+  /**
+   * Gives many leases back in one write (a draining worker's buffer), each
+   * fenced by its own lease, as `release` does. Answers, in order, whether
+   * each was released (`false`: the lease was lost). A lease listed twice is
+   * released once.
+   */
+  readonly releaseAll: (leases: ReadonlyArray<Lease>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
+
   /** Cancels a queued or running task (a running one loses its lease). Returns the task as it now is. */
   readonly cancel: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | StoreError>
 

@@ -27,6 +27,7 @@
  *
  * @since 0.1.0
  */
+import * as Arr from "effect/Array"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -268,16 +269,25 @@ export const start = <Tasks extends Task.Any>(
     const annotated = (entry: Held) =>
       Effect.annotateLogs({ taskId: entry.claimed.lease.taskId, task: entry.claimed.name, attempt: entry.claimed.lease.attempt })
 
-    // Tasks that never started go back to the queue without a charged attempt.
+    // Tasks that never started go back to the queue without a charged
+    // attempt, `completionBatch` to a write.
     const releaseAll = (entries: ReadonlyArray<Held>) =>
-      Effect.forEach(entries, (entry) =>
-        persistBounded(entry, store.release(entry.claimed.lease)).pipe(
+      Effect.forEach(Arr.chunksOf(entries, completionBatch), (batch) =>
+        bounded("release", config.leaseTtl)(
+          persist(batch, store.releaseAll(batch.map((entry) => entry.claimed.lease)))
+        ).pipe(
+          Effect.flatMap((released) => {
+            const lost = released.filter((ok) => !ok).length
+            return lost === 0 ? Effect.void : Effect.logDebug(`${lost} buffered task(s) were no longer held`)
+          }),
           Effect.catchAll((error) =>
-            Effect.logWarning("could not release a task; its lease will expire and another worker will run it", error)
+            Effect.logWarning(
+              `could not give back ${batch.length} task(s); their leases will expire and other workers will run them`,
+              error
+            )
           ),
-          annotated(entry),
-          Effect.ensuring(Effect.sync(() => forget(entry)))
-        ), { concurrency: 8, discard: true })
+          Effect.ensuring(Effect.sync(() => batch.forEach(forget)))
+        ), { discard: true })
 
     // --- heartbeat ----------------------------------------------------------
 

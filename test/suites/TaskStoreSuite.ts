@@ -614,6 +614,27 @@ export const taskStoreSuite = (harness: StoreHarness): void => {
           yield* store.complete(third.lease, "done")
           expect(yield* getTask(id)).toMatchObject({ status: "succeeded", attempt: 1, result: "done", errors: [] })
         }))
+      test("releaseAll gives many leases back in one write, each fenced by its own lease", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const ids = [yield* enqueueOne(), yield* enqueueOne(), yield* enqueueOne()]
+          const [a, b, c] = [yield* claimOne("w1"), yield* claimOne("w1"), yield* claimOne("w1")]
+          yield* store.complete(c!.lease, "done")
+          const stolen = { ...b!.lease, owner: "w2" }
+          const released = yield* store.releaseAll([a!.lease, stolen, c!.lease, b!.lease, a!.lease])
+          // A lease listed twice is released once; a lost or settled one is not touched.
+          expect(released).toEqual([true, false, false, true, false])
+          for (const id of [ids[0]!, ids[1]!]) {
+            expect(yield* getTask(id)).toMatchObject({ status: "queued", attempt: 0, leaseOwner: null, leaseExpiresAt: null })
+          }
+          expect(yield* getTask(ids[2]!)).toMatchObject({ status: "succeeded", result: "done" })
+          // Due at once, and the releasing worker's leases are dead.
+          const again = [yield* claimOne("w3"), yield* claimOne("w3")]
+          expect(again.map((task) => task.lease.taskId).sort()).toEqual([ids[0]!, ids[1]!].sort())
+          expect(again.map((task) => task.lease.attempt)).toEqual([1, 1])
+          expect((yield* failure(store.complete(a!.lease, "stale")))._tag).toBe("LeaseLost")
+          expect(yield* store.releaseAll([])).toEqual([])
+        }))
     })
 
     describe("cancel and retry", () => {

@@ -915,9 +915,10 @@ export const workerSuite = (harness: StoreHarness): void => {
       /**
        * A worker with one slot and a buffer of five, whose handlers it has
        * seen finish at once (so it claims ahead), holding a task that runs
-       * until `release` and five more waiting in its buffer.
+       * until `release` and five more waiting in its buffer. `store`: the
+       * store the worker uses, when not the harness's own.
        */
-      const bufferedWorker = (name: string) =>
+      const bufferedWorker = (name: string, store?: TaskStore["Type"]) =>
         Effect.gen(function*() {
           const release = yield* Deferred.make<void>()
           const runs = makeLog<Run & { readonly n: number }>()
@@ -934,7 +935,7 @@ export const workerSuite = (harness: StoreHarness): void => {
             concurrency: 1,
             prefetch: 5,
             drainTimeout: Duration.millis(4 * unit)
-          })
+          }, store)
           // One quick task first: until a handler has finished, nothing is claimed ahead.
           yield* awaitStatus(harness, yield* task.send({ n: -1 }), "succeeded")
           const [blocker, ...waiting] = yield* task.sendBatch([0, 1, 2, 3, 4, 5].map((n) => ({ n })))
@@ -957,9 +958,16 @@ export const workerSuite = (harness: StoreHarness): void => {
           for (const id of waiting) expect(yield* getTask(id)).toMatchObject({ attempt: 1, errors: [] })
         }))
 
-      test("stopping a worker gives its buffered tasks back at once, without charging an attempt", () =>
+      test("stopping a worker gives its buffered tasks back at once, in one write, without charging an attempt", () =>
         Effect.gen(function*() {
-          const { blocker, registry, release, runs, waiting, worker } = yield* bufferedWorker("first")
+          const store = yield* TaskStore
+          const givenBack: Array<number> = []
+          const spy = TaskStore.of({
+            ...store,
+            release: (lease) => Effect.zipRight(Effect.sync(() => givenBack.push(1)), store.release(lease)),
+            releaseAll: (leases) => Effect.zipRight(Effect.sync(() => givenBack.push(leases.length)), store.releaseAll(leases))
+          })
+          const { blocker, registry, release, runs, waiting, worker } = yield* bufferedWorker("first", spy)
           const stopping = yield* Effect.fork(worker.stop)
           // Given back before the running task ends.
           for (const id of waiting) {
@@ -967,6 +975,7 @@ export const workerSuite = (harness: StoreHarness): void => {
           }
           yield* release
           yield* Fiber.join(stopping)
+          expect(givenBack).toEqual([5])
           expect(yield* getTask(blocker)).toMatchObject({ status: "succeeded", attempt: 1 })
           yield* startWorker(harness, registry, { name: "second" })
           for (const id of waiting) {

@@ -433,6 +433,23 @@ export const makeFaults: Effect.Effect<Faults, never, TaskStore> = Effect.gen(fu
       }),
     fail: (lease, failure) => write("fail", lease, inner.fail(lease, failure)),
     release: (lease) => write("release", lease, inner.release(lease)),
+    // As completeAll: one write, recorded per lease.
+    releaseAll: (leases) =>
+      Effect.suspend(() => {
+        if (failing.release > 0) {
+          failing.release -= 1
+          return Effect.fail(new StoreError({ operation: "release", cause: new Error("injected failure (test fault)") }))
+        }
+        return through(
+          "release",
+          leases[0]?.owner ?? "",
+          true,
+          Effect.tap(inner.releaseAll(leases), (released) =>
+            Effect.sync(() => {
+              leases.forEach((lease, index) => writes.push({ op: "release", lease, outcome: released[index] ? "ok" : "LeaseLost" }))
+            }))
+        )
+      }),
     registerWorker: (worker) => through("registerWorker", worker.id, false, inner.registerWorker(worker)),
     deregisterWorker: (workerId) => through("deregisterWorker", workerId, true, inner.deregisterWorker(workerId))
   })
