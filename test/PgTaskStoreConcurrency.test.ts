@@ -357,8 +357,16 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           { migration_id: 1, name: "create_tasks" },
           { migration_id: 2, name: "claim_due" },
           { migration_id: 3, name: "enqueue" },
-          { migration_id: 4, name: "claim_and_complete" }
+          { migration_id: 4, name: "claim_and_complete" },
+          { migration_id: 5, name: "vacuum_often" }
         ])
+        // The hot table is vacuumed long before autovacuum's default fifth of it is dead.
+        const [options] = yield* probe<{ readonly reloptions: ReadonlyArray<string> }>`
+          SELECT reloptions FROM pg_class WHERE oid = ${`${schema}.tasks`}::regclass`
+        expect(options?.reloptions).toEqual(expect.arrayContaining([
+          "autovacuum_vacuum_scale_factor=0.02",
+          "autovacuum_vacuum_threshold=1000"
+        ]))
         const tables = yield* probe<{ readonly name: string }>`
           SELECT tablename AS name FROM pg_tables WHERE schemaname = ${schema} ORDER BY tablename`
         expect(tables.map((row) => row.name)).toEqual(["idempotency", "migrations", "tasks", "workers"])
