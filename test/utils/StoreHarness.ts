@@ -397,6 +397,28 @@ export const makeFaults: Effect.Effect<Faults, never, TaskStore> = Effect.gen(fu
         })
       }))
 
+  /** A batch is one write: an injected failure fails all of it; what reached the store is recorded per lease. */
+  const batchWrite = (
+    op: "complete" | "release",
+    leases: ReadonlyArray<Lease>,
+    call: Effect.Effect<ReadonlyArray<boolean>, StoreError>
+  ) =>
+    Effect.suspend(() => {
+      if (failing[op] > 0) {
+        failing[op] -= 1
+        return Effect.fail(new StoreError({ operation: op, cause: new Error("injected failure (test fault)") }))
+      }
+      return through(
+        op,
+        leases[0]?.owner ?? "",
+        true,
+        Effect.tap(call, (done) =>
+          Effect.sync(() => {
+            leases.forEach((lease, index) => writes.push({ op, lease, outcome: done[index] ? "ok" : "LeaseLost" }))
+          }))
+      )
+    })
+
   const store = TaskStore.of({
     ...inner,
     claim: (request) =>
@@ -411,45 +433,11 @@ export const makeFaults: Effect.Effect<Faults, never, TaskStore> = Effect.gen(fu
       ),
     heartbeat: (request) => through("heartbeat", request.workerId, true, inner.heartbeat(request)),
     complete: (lease, result) => write("complete", lease, inner.complete(lease, result)),
-    // A batch is one write: an injected failure fails all of it; what reached
-    // the store is recorded per lease.
     completeAll: (completions) =>
-      Effect.suspend(() => {
-        if (failing.complete > 0) {
-          failing.complete -= 1
-          return Effect.fail(new StoreError({ operation: "complete", cause: new Error("injected failure (test fault)") }))
-        }
-        return through(
-          "complete",
-          completions[0]?.lease.owner ?? "",
-          true,
-          Effect.tap(inner.completeAll(completions), (recorded) =>
-            Effect.sync(() => {
-              completions.forEach(({ lease }, index) =>
-                writes.push({ op: "complete", lease, outcome: recorded[index] ? "ok" : "LeaseLost" })
-              )
-            }))
-        )
-      }),
+      batchWrite("complete", completions.map(({ lease }) => lease), inner.completeAll(completions)),
     fail: (lease, failure) => write("fail", lease, inner.fail(lease, failure)),
     release: (lease) => write("release", lease, inner.release(lease)),
-    // As completeAll: one write, recorded per lease.
-    releaseAll: (leases) =>
-      Effect.suspend(() => {
-        if (failing.release > 0) {
-          failing.release -= 1
-          return Effect.fail(new StoreError({ operation: "release", cause: new Error("injected failure (test fault)") }))
-        }
-        return through(
-          "release",
-          leases[0]?.owner ?? "",
-          true,
-          Effect.tap(inner.releaseAll(leases), (released) =>
-            Effect.sync(() => {
-              leases.forEach((lease, index) => writes.push({ op: "release", lease, outcome: released[index] ? "ok" : "LeaseLost" }))
-            }))
-        )
-      }),
+    releaseAll: (leases) => batchWrite("release", leases, inner.releaseAll(leases)),
     registerWorker: (worker) => through("registerWorker", worker.id, false, inner.registerWorker(worker)),
     deregisterWorker: (workerId) => through("deregisterWorker", workerId, true, inner.deregisterWorker(workerId))
   })
