@@ -592,14 +592,22 @@ export const start = <Tasks extends Task.Any>(
       wakeClaimer()
       setImmediate(startBuffered)
     }).pipe(Effect.uninterruptible)
-    const idle = Queue.take(wake).pipe(
-      Effect.timeout(config.pollInterval),
-      Effect.ignore,
-      Effect.ensuring(Effect.sync(() => {
+    const idle = Effect.ensuring(
+      Queue.take(wake),
+      Effect.sync(() => {
         wakePending = false
-      }))
+      })
     )
     const claimLoop = Effect.forever(Effect.zipRight(claimOnce, idle))
+    // Polling, for what no wake-up announces (delayed tasks, retries after a
+    // backoff, expired leases, notifications lost while reconnecting): a
+    // wake-up every pollInterval, from a fiber of its own, so that waiting
+    // for a wake-up is a plain take, with no timer to start and cancel.
+    yield* signal.pipe(
+      Effect.repeat(Schedule.spaced(config.pollInterval)),
+      Effect.forkScoped,
+      Effect.interruptible
+    )
 
     yield* store.wakeups.pipe(
       Stream.filter((queue) => config.queues.includes(queue)),
