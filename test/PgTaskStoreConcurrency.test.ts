@@ -883,6 +883,16 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         expect(seqScansOfTasks(heartbeatPlan), heartbeatWhy).toEqual([])
         expect(readsOfTasks(heartbeatPlan).map(([, index]) => index), heartbeatWhy).toEqual(["tasks_pkey"])
 
+        // Giving those leases back (here as another owner: nothing changes): by primary key.
+        const [, releases] = yield* capturing(
+          f.store.releaseAll(claimed.map((task) => ({ ...task.lease, owner: "nobody" })))
+        )
+        expect(releases).toHaveLength(1)
+        const releasePlan = yield* explain(f.sql, releases[0]!)
+        const releaseWhy = `\n${render(releasePlan)}`
+        expect(seqScansOfTasks(releasePlan), releaseWhy).toEqual([])
+        expect(readsOfTasks(releasePlan).map(([, index]) => index), releaseWhy).toEqual(["tasks_pkey"])
+
         // A batch of completions: by primary key as well.
         const [, captured] = yield* capturing(f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: null }))))
         const completions = completionBatches(captured)
@@ -914,6 +924,16 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         }
         const plan = yield* explainGeneric(f.sql, completeQuery)
         expect(readsOfTasks(plan), `\n${render(plan)}`).toEqual([["Index Scan", "tasks_pkey"]])
+        // A heartbeat of the same leases may read the running tasks' index
+        // instead of the primary key (it renews this worker's running
+        // tasks), never the whole table: with the status left out of its
+        // condition, these statistics make Postgres scan all of it.
+        const leases = claimed.map((task) => task.lease)
+        const [, heartbeats] = yield* capturing(f.store.heartbeat({ workerId: "w1", leases, leaseTtlMillis: 30_000 }))
+        for (const statement of heartbeats) {
+          const heartbeatPlan = yield* explain(f.sql, statement)
+          expect(seqScansOfTasks(heartbeatPlan), `\n${render(heartbeatPlan)}`).toEqual([])
+        }
         // And the function it runs records them all.
         const recorded = yield* f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: null })))
         expect(recorded.filter((ok) => !ok)).toEqual([])
