@@ -11,9 +11,10 @@
  * - Claims take the free slots plus a buffer of tasks claimed ahead
  *   (`prefetch`), sized to about 100 ms of work at the recent handler run
  *   time, half of that room per claim: a claim that comes back full sends
- *   the next before its batch runs. Buffered tasks are leased and renewed
- *   like running ones; one still waiting a heartbeat later is given back for
- *   other workers.
+ *   the next before its batch runs; one that comes back short means nothing
+ *   more is due, and the next waits for a wake-up or the poll. Buffered
+ *   tasks are leased and renewed like running ones; one still waiting a
+ *   heartbeat later is given back for other workers.
  * - Interrupting the worker drains it: no more claims, the buffer is given
  *   back, in-flight tasks get `drainTimeout` to finish, stragglers are
  *   interrupted and released without charging an attempt, and the worker
@@ -386,10 +387,10 @@ export const start = <Tasks extends Task.Any>(
       span: forkAttempt.tracing ? attemptSpan(claimed) : undefined
     })
 
-    // Successful attempts are recorded in batches: at most
-    // `completionBatch` leases a write, at most 3 writes in flight. A lone completion is written as soon as the
-    // code that ended it has run, and completions that arrive while the
-    // writes are busy share the next one.
+    // Successful attempts are recorded in batches: at most `completionBatch`
+    // leases a write, at most 3 writes in flight. A lone completion is
+    // written as soon as the code that ended it has run, and completions that
+    // arrive while the writes are busy share the next one.
     const completions: Array<{ readonly entry: Held; readonly result: unknown }> = []
     let writing = 0
     const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
