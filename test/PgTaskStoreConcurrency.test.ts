@@ -568,6 +568,13 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           _tag: "Retrying"
         })
         expect(yield* next).toBe("soon")
+        // A batch given back in one write wakes its queue once.
+        yield* f.store.enqueue([enqueueRequest({ queue: "soon" }), enqueueRequest({ queue: "soon" })])
+        expect(yield* next).toBe("soon")
+        const batch = yield* f.store.claim(claimRequest("w1", { queues: ["soon"], max: 10 }))
+        expect(batch.length).toBeGreaterThanOrEqual(2)
+        expect(yield* f.store.releaseAll(batch.map((task) => task.lease))).toEqual(batch.map(() => true))
+        expect(yield* next).toBe("soon")
         expect(yield* Queue.size(received)).toBe(0)
       }))
 
