@@ -485,7 +485,7 @@ const renderSummary = (summary: Summary, victim: string | undefined): Array<stri
     ),
     row(
       "duplicates",
-      `${summary.executions.duplicates} (tasks whose handler ran to completion more than once)`
+      `${summary.executions.duplicates} (tasks whose handler ran to completion more than once: at-least-once allows one per takeover, when a worker dies after its handler finished and before its result landed)`
     ),
     row("lost", `${summary.lost} (tasks that did not succeed)`),
     row(

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as TestDatabase from "../utils/TestDatabase.js"
-import { run } from "./utils.js"
+import { demoSummary, run } from "./utils.js"
 
 describe("hyrex demo", () => {
   it.scopedLive("runs in a fresh schema of the given database and drops it", () =>
@@ -21,7 +21,10 @@ describe("hyrex demo", () => {
       expect(result.stdout).toMatch(/SIGKILL demo-\d \(pid \d+\) while it runs task\(s\) \d+/)
       expect(result.stdout).toMatch(/45\/45 succeeded/)
       expect(result.stdout).toMatch(/tasks\s+45 \(30 parse_document, 15 process_invoice\), 45 succeeded/)
-      expect(result.stdout).toMatch(/duplicates\s+0 /)
+      // At-least-once: a handler the killed worker finished may run again if its
+      // result had not landed; never more than one duplicate per takeover.
+      const { duplicates, takeovers } = demoSummary(result.stdout)
+      expect(duplicates).toBeLessThanOrEqual(takeovers)
       expect(result.stdout).toMatch(/lost\s+0 \(tasks that did not succeed\)/)
       const schemas = yield* Effect.scoped(
         Effect.gen(function*() {

@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import { TaskStore } from "../../src/TaskStore.js"
 import * as TestDatabase from "../utils/TestDatabase.js"
 import { nap } from "./fixtures/sleepy.js"
-import { hasTmux, store, terminal } from "./utils.js"
+import { demoSummary, hasTmux, store, terminal } from "./utils.js"
 
 if (!hasTmux) console.warn("[test/cli/terminal] tmux is not installed: the terminal tests are skipped")
 
@@ -74,7 +74,10 @@ describe.runIf(hasTmux)("hyrex in a terminal", () => {
       expect(end).toMatch(/SUMMARY/)
       expect(end).toMatch(/tasks\s+150 \(100 parse_document, 50 process_invoice\), 150 succeeded/)
       expect(end).toMatch(/takeovers\s+\d+ \(lease losses/)
-      expect(end).toMatch(/duplicates\s+0 /)
+      // At-least-once: a handler the killed worker finished may run again if its
+      // result had not landed; never more than one duplicate per takeover.
+      const { duplicates, takeovers } = demoSummary(end)
+      expect(duplicates).toBeLessThanOrEqual(takeovers)
       expect(end).toMatch(/lost\s+0 \(tasks that did not succeed\)/)
       expect(end).toMatch(/EXIT=0/)
     }), 120_000)
