@@ -46,6 +46,7 @@ import { type ClaimedTask, type Lease, type TaskInfo, TaskStore } from "../src/T
 import * as Worker from "../src/Worker.js"
 import * as PgClaimDue from "../src/internal/pgClaimDue.js"
 import * as PgComplete from "../src/internal/pgComplete.js"
+import * as PgMigrations from "../src/internal/pgMigrations.js"
 import {
   type Captured,
   capturing,
@@ -358,7 +359,18 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           { migration_id: 2, name: "claim_due" },
           { migration_id: 3, name: "enqueue" },
           { migration_id: 4, name: "claim_and_complete" },
-          { migration_id: 5, name: "vacuum_often" }
+          { migration_id: 5, name: "vacuum_often" },
+          { migration_id: 6, name: "running_apart" }
+        ])
+        // A claim writes two index entries per task: the primary key and tasks_running.
+        const indexes = yield* probe<{ readonly name: string }>`
+          SELECT indexname AS name FROM pg_indexes WHERE schemaname = ${schema} AND tablename = 'tasks' ORDER BY indexname`
+        expect(indexes.map((row) => row.name)).toEqual([
+          "tasks_finished",
+          "tasks_idempotency",
+          "tasks_pkey",
+          "tasks_queued",
+          "tasks_running"
         ])
         // The hot table is vacuumed long before autovacuum's default fifth of it is dead.
         const [options] = yield* probe<{ readonly reloptions: ReadonlyArray<string> }>`
@@ -378,6 +390,46 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         yield* stores[7]!.complete(claimed!.lease, "ok")
         expect(yield* taskOf(stores[0]!, id!)).toMatchObject({ status: "succeeded", result: "ok" })
       }))
+
+    it.scopedLive.runIf(capabilities.concurrentSessions)(
+      "a schema at migration 5 with tasks in flight upgrades: a held lease completes, an expired one is taken over, a queued task is claimed",
+      () =>
+        Effect.gen(function*() {
+          const url = yield* TestDatabase.databaseUrl
+          const schema = freshSchema()
+          const client = yield* TestDatabase.makeClient(url, { maxConnections: 4 })
+          yield* PgMigrations.migrate(schema, 5).pipe(Effect.provideService(SqlClient.SqlClient, client))
+          // Tasks in every state a deploy finds: the store's calls run on schema 5's functions and indexes.
+          const before = yield* buildLayer(client, { schema, migrate: false })
+          const [held, expiring, queued] = yield* before.enqueue(range(3).map((n) => enqueueRequest({ payload: { n } })))
+          const [heldTask] = yield* before.claim(claimRequest("w-old", { max: 1 }))
+          expect(heldTask?.lease.taskId).toBe(held)
+          const [expiringTask] = yield* before.claim(claimRequest("w-gone", { max: 1, leaseTtlMillis: 300 }))
+          expect(expiringTask?.lease.taskId).toBe(expiring)
+
+          const after = yield* buildLayer(client, { schema })
+          const migrations = yield* client<{ readonly id: number }>`
+            SELECT migration_id AS id FROM ${client(`${schema}.migrations`)} ORDER BY migration_id`
+          expect(migrations.map((row) => row.id)).toEqual([1, 2, 3, 4, 5, 6])
+
+          const claimed: Array<ClaimedTask> = []
+          yield* eventually(
+            Effect.gen(function*() {
+              claimed.push(...(yield* after.claim(claimRequest("w-new"))))
+              expect(claimed.map((task) => task.lease.taskId).sort()).toEqual([expiring, queued].sort())
+            }),
+            { timeout: "10 seconds", step: "50 millis" }
+          )
+          const takenOver = claimed.find((task) => task.lease.taskId === expiring)
+          expect(takenOver).toMatchObject({ takeover: true, lease: { attempt: 2, owner: "w-new" } })
+          // The lease held across the upgrade is still the task's, and its result lands.
+          expect(yield* after.completeAll([heldTask!, ...claimed].map((task) => ({ lease: task.lease, result: "ok" }))))
+            .toEqual([true, true, true])
+          for (const id of [held!, expiring!, queued!]) {
+            expect(yield* taskOf(after, id)).toMatchObject({ status: "succeeded", result: "ok" })
+          }
+        })
+    )
 
     it.scopedLive("with migrate: false on an empty database every call fails with a typed StoreError", () =>
       Effect.gen(function*() {
@@ -820,7 +872,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
       find(plan, (node) => node["Relation Name"] === "tasks" && node["Node Type"] !== "ModifyTable")
         .map((node) => [node["Node Type"], node["Index Name"]])
 
-    it.scopedLive("the claim scans tasks_claim per queue, locks in index order, and sorts only the merged batch", () =>
+    it.scopedLive("the claim scans tasks_queued per queue in index order, expired leases through tasks_running", () =>
       Effect.gen(function*() {
         const f = yield* fixture
         const tasks = f.table("tasks")
@@ -851,22 +903,16 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           text: PgClaimDue.query(f.schema),
           params: [["q1", "q2", "q3"], ["t.a", "t.b"], 10, 30_000, "w2"]
         }
+        const indexesRead = (plan: PlanNode) =>
+          find(plan, (node) => node["Index Name"] !== undefined).map((node) => node["Index Name"])
         for (const claimPlan of [yield* explain(f.sql, functionQuery), yield* explainGeneric(f.sql, functionQuery)]) {
           const why = `\n${render(claimPlan)}`
           expect(seqScansOfTasks(claimPlan), why).toEqual([])
+          // Two locked scans per queue: queued tasks, then expired leases.
           const lockRows = find(claimPlan, (node) => node["Node Type"] === "LockRows")
-          expect(lockRows, why).toHaveLength(1)
-          // Below the lock: an ordered scan of the claim index, never a sort.
+          expect(lockRows.map(indexesRead), why).toEqual([["tasks_queued"], ["tasks_running"]])
+          // Queued tasks are read in the claim order: no sort below their lock.
           expect(find(lockRows[0]!, isSort), why).toEqual([])
-          expect(
-            find(lockRows[0]!, (node) => node["Relation Name"] === "tasks").map((node) => [node["Node Type"], node["Index Name"]]),
-            why
-          ).toEqual([["Index Scan", "tasks_claim"]])
-          // The only sort is the bounded round-robin merge above the per-queue scans.
-          const sorts = find(claimPlan, isSort)
-          expect(sorts, why).toHaveLength(1)
-          expect(find(sorts[0]!, (node) => node["Node Type"] === "LockRows"), why).toHaveLength(1)
-          expect(find(claimPlan, (node) => node["Node Type"] === "Limit" && (node.Plans ?? []).some(isSort)), why).toHaveLength(1)
         }
 
         // A limited claim: the count of live leases and the claim use indexes too.

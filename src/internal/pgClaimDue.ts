@@ -20,21 +20,44 @@
  *   the candidates of a limited claim itself and calls `lease_tasks` too.
  */
 
+/** The columns a claim reads of a locked task. */
+const lockedColumns = "t.id, t.name, t.queue, t.status, t.priority, t.run_at"
+
 /**
  * Locks up to `limit` due tasks of `queue` with one of `names`, in claim
  * order, and ranks them in that order. SQL text with the three given
  * expressions spliced in.
+ *
+ * Two locked scans (migration 6): queued tasks from `tasks_queued`, read in
+ * the claim order, and running tasks whose lease expired from
+ * `tasks_running` (for a running task `run_at` is the moment it may be
+ * taken over: lease expiry plus the backoff of its attempt). Each takes up
+ * to `limit`; the best `limit` of both are ranked, in the order a single
+ * scan of both kinds would have given. Expired leases are rare, so the
+ * second scan usually finds nothing and the merge sorts one batch already in
+ * order.
  */
 export const dueIn = (schema: string, queue: string, names: string, limit: string): string => `
   SELECT l.*, row_number() OVER () AS rank FROM (
-    SELECT t.id, t.name, t.queue, t.status, t.priority, t.run_at FROM ${schema}.tasks t
-    WHERE t.queue = ${queue}
-      AND t.status IN ('queued', 'running')
-      AND t.run_at <= now()
-      AND t.name = ${names}
-    ORDER BY t.priority DESC, t.run_at, t.id
+    SELECT d.* FROM (
+      SELECT * FROM (
+        SELECT ${lockedColumns} FROM ${schema}.tasks t
+        WHERE t.queue = ${queue} AND t.status = 'queued' AND t.run_at <= now() AND t.name = ${names}
+        ORDER BY t.priority DESC, t.run_at, t.id
+        LIMIT ${limit}
+        FOR UPDATE SKIP LOCKED
+      ) queued
+      UNION ALL
+      SELECT * FROM (
+        SELECT ${lockedColumns} FROM ${schema}.tasks t
+        WHERE t.status = 'running' AND t.name = ${names} AND t.queue = ${queue} AND t.run_at <= now()
+        ORDER BY t.priority DESC, t.run_at, t.id
+        LIMIT ${limit}
+        FOR UPDATE SKIP LOCKED
+      ) expired
+    ) d
+    ORDER BY d.priority DESC, d.run_at, d.id
     LIMIT ${limit}
-    FOR UPDATE SKIP LOCKED
   ) l`
 
 /** A locked candidate row `alias` as a `claim_candidate`: what `lease_tasks` needs of its state before the claim. */
@@ -46,10 +69,10 @@ export const candidate = (schema: string, alias: string): string =>
  * the order they are served), $2 task names, $3 how many to claim, $4 lease
  * in milliseconds, $5 the worker's id. Also what the plan test explains.
  *
- * Up to `max` due tasks per queue are locked (an index scan in the claim
- * order, so the rank is the scan order); the best `max` are taken
- * round-robin across queues (the only sort: at most queues × max rows;
- * between equals the queue listed first wins, and workers rotate the list).
+ * Up to `max` due tasks per queue are locked and ranked in the claim order
+ * (`dueIn`); the best `max` are taken round-robin across queues (a sort of
+ * at most queues × max rows; between equals the queue listed first wins,
+ * and workers rotate the list).
  */
 export const query = (schema: string): string => `
   SELECT ${schema}.lease_tasks(ARRAY(
@@ -111,9 +134,9 @@ export const createLeaseFunction = (schema: string): string => `
   END
   $lease_tasks$`
 
-/** The statement that creates `claim_due` (migrations 2 and 4). */
+/** The statement that creates (or replaces) `claim_due` (migrations 2, 4 and 6). */
 export const createFunction = (schema: string): string => `
-  CREATE FUNCTION ${schema}.claim_due(text[], text[], integer, double precision, text)
+  CREATE OR REPLACE FUNCTION ${schema}.claim_due(text[], text[], integer, double precision, text)
   RETURNS json
   LANGUAGE plpgsql VOLATILE
   SET plan_cache_mode = force_generic_plan

@@ -40,9 +40,9 @@ const migrations = (schema: string) => {
         updated_at timestamptz NOT NULL DEFAULT now(),
         finished_at timestamptz
       )`
-    // The claim scans this index in its ORDER BY, per queue. For a running
-    // task run_at holds the moment it may be taken over (lease expiry plus
-    // the backoff of its attempt), so one range condition finds both kinds.
+    // The claim scanned this index in its ORDER BY, per queue (migration 6
+    // splits it in two). For a running task run_at holds the moment it may
+    // be taken over (lease expiry plus the backoff of its attempt).
     yield* sql`CREATE INDEX tasks_claim ON ${s("tasks")} (queue, priority DESC, run_at, id)
       WHERE status IN ('queued', 'running')`
     yield* sql`CREATE UNIQUE INDEX tasks_idempotency ON ${s("tasks")} (name, idempotency_key)
@@ -115,17 +115,42 @@ const migrations = (schema: string) => {
     sql.unsafe(`ALTER TABLE ${schema}.tasks SET (
       autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000,
       autovacuum_analyze_scale_factor = 0.05, autovacuum_analyze_threshold = 1000)`))
+  // Running tasks leave the claim's index: a claim used to write three
+  // index entries per task (primary key, tasks_claim, tasks_running_name)
+  // and now writes two. tasks_queued holds what a claim reads in its
+  // order; tasks_running, by name, queue and due time, serves both the
+  // claim's scan of expired leases and the count of live leases of a
+  // maxConcurrency task. claim_due is replaced by the one that scans both.
+  const running_apart = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.forEach([
+      `CREATE INDEX tasks_queued ON ${schema}.tasks (queue, priority DESC, run_at, id) WHERE status = 'queued'`,
+      `CREATE INDEX tasks_running ON ${schema}.tasks (name, queue, run_at) WHERE status = 'running'`,
+      PgClaimDue.createFunction(schema),
+      `DROP INDEX ${schema}.tasks_claim`,
+      `DROP INDEX ${schema}.tasks_running_name`
+    ], (statement) => sql.unsafe(statement), { discard: true }))
   return {
     "1_create_tasks": create_tasks,
     "2_claim_due": claim_due,
     "3_enqueue": enqueue,
     "4_claim_and_complete": claim_and_complete,
-    "5_vacuum_often": vacuum_often
+    "5_vacuum_often": vacuum_often,
+    "6_running_apart": running_apart
   }
 }
 
-/** Creates or upgrades the hyrex schema. Safe to run from many processes at once. */
-export const migrate = (schema: string): Effect.Effect<void, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
+const upToMigration = <A>(all: Record<string, A>, upTo: number): Record<string, A> =>
+  Object.fromEntries(Object.entries(all).filter(([key]) => Number.parseInt(key, 10) <= upTo))
+
+/**
+ * Creates or upgrades the hyrex schema. Safe to run from many processes at
+ * once. `upTo` stops after that migration (the upgrade test builds an older
+ * schema with it).
+ */
+export const migrate = (
+  schema: string,
+  upTo = Number.POSITIVE_INFINITY
+): Effect.Effect<void, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const table = `${schema}.migrations`
@@ -141,7 +166,7 @@ export const migrate = (schema: string): Effect.Effect<void, SqlError | Migrator
       )`
     }))
     // The Migrator turns a failing migration into a defect; it is an error here.
-    yield* Migrator.make({})({ loader: Migrator.fromRecord(migrations(schema)), table }).pipe(
+    yield* Migrator.make({})({ loader: Migrator.fromRecord(upToMigration(migrations(schema), upTo)), table }).pipe(
       Effect.catchSomeDefect((defect) =>
         defect instanceof Migrator.MigrationError ? Option.some(Effect.fail(defect)) : Option.none()
       )
