@@ -41,13 +41,13 @@ const baseEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
-/** A running CLI process. */
 /** The takeovers and duplicates a `hyrex demo` summary printed (NaN when missing). */
 export const demoSummary = (output: string): { readonly takeovers: number; readonly duplicates: number } => ({
   takeovers: Number(/takeovers\s+(\d+) /.exec(output)?.[1]),
   duplicates: Number(/duplicates\s+(\d+) /.exec(output)?.[1])
 })
 
+/** A running CLI process. */
 export interface Running {
   readonly child: ChildProcess
   readonly stdout: () => string
