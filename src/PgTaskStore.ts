@@ -31,6 +31,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -93,14 +94,42 @@ const TaskRow = Schema.Struct({
   finished_at: Schema.NullOr(Schema.DateFromSelf)
 })
 
-/** What a claim returns (`lease_tasks`): the leased tasks, with what a worker needs. */
-const ClaimRow = Schema.Struct({
-  ...TaskRow.pick("id", "name", "queue", "payload", "priority", "attempt", "max_retries", "lease_losses").fields,
-  takeover: Schema.Boolean,
-  /** Epoch milliseconds. */
-  due_at: Schema.Number,
-  trace_parent: Schema.NullOr(Schema.String)
-})
+/**
+ * A column of a claim's answer: an array whose elements all pass `is`. One
+ * check per column instead of a parser per element: decoding a claim of a
+ * thousand tasks took longer than running their no-op handlers.
+ */
+const column = <A>(is: (u: unknown) => u is A, element: string) =>
+  Schema.declare((u: unknown): u is ReadonlyArray<A> => Array.isArray(u) && u.every(is), {
+    identifier: `ReadonlyArray<${element}>`
+  })
+
+const isNullOrString = (u: unknown): u is string | null => u === null || Predicate.isString(u)
+
+/**
+ * What a claim returns (`lease_batch`): the leased tasks, with what a worker
+ * needs, as one array per column (all of one length), or null when it
+ * leased none.
+ */
+const ClaimedColumns = Schema.NullOr(
+  Schema.Struct({
+    id: column(Predicate.isString, "string"),
+    name: column(Predicate.isString, "string"),
+    queue: column(Predicate.isString, "string"),
+    payload: column(Predicate.isUnknown, "unknown"),
+    priority: column(Predicate.isNumber, "number"),
+    attempt: column(Predicate.isNumber, "number"),
+    max_retries: column(Predicate.isNumber, "number"),
+    lease_losses: column(Predicate.isNumber, "number"),
+    takeover: column(Predicate.isBoolean, "boolean"),
+    /** Epoch milliseconds. */
+    due_at: column(Predicate.isNumber, "number"),
+    trace_parent: column(isNullOrString, "string | null")
+  }).pipe(Schema.filter((columns) => {
+    const length = columns.id.length
+    return Object.values(columns).every((values) => values.length === length) || "columns of different lengths"
+  }))
+)
 
 const WorkerRow = Schema.Struct({
   id: Schema.String,
@@ -199,9 +228,9 @@ export const make = (
     const workers = sql(`${schema}.workers`)
     const idempotency = sql(`${schema}.idempotency`)
     const retryDelay = sql(`${schema}.retry_delay`)
-    const claimDue = sql(`${schema}.claim_due`)
-    const leaseTasks = sql(`${schema}.lease_tasks`)
-    const completeTasks = sql(`${schema}.complete_tasks`)
+    const claimBatch = sql(`${schema}.claim_batch`)
+    const leaseBatch = sql(`${schema}.lease_batch`)
+    const completeBatch = sql(`${schema}.complete_batch`)
     const enqueueFunction = sql(`${schema}.enqueue`)
     const channel = `hyrex_${schema}`
     const maintenanceLock = `hyrex:maintenance:${schema}`
@@ -216,25 +245,25 @@ export const make = (
         })
       )
     const decodeTasks = Schema.decodeUnknown(Schema.Array(TaskRow))
-    const decodeClaims = Schema.decodeUnknown(Schema.Array(ClaimRow))
+    const decodeClaims = Schema.decodeUnknown(ClaimedColumns)
     const json = (value: unknown) => JSON.stringify(value ?? null)
 
-    const claimedTasks = (request: ClaimRequest, rows: ReadonlyArray<typeof ClaimRow.Type>) =>
-      rows.map((row): ClaimedTask => ({
-        lease: { taskId: row.id, attempt: row.attempt, owner: request.workerId },
-        name: row.name,
-        queue: row.queue,
-        payload: row.payload,
-        priority: row.priority,
-        maxRetries: row.max_retries,
-        leaseLosses: row.lease_losses,
-        takeover: row.takeover,
-        dueAt: new Date(row.due_at),
-        traceParent: row.trace_parent ?? undefined
-      }))
-    /** The answer of `lease_tasks` (directly or through `claim_due`): one row, one JSON array. */
+    const claimedTasks = (request: ClaimRequest, columns: typeof ClaimedColumns.Type): Array<ClaimedTask> =>
+      columns === null ? [] : Array.from(columns.id, (taskId, i): ClaimedTask => ({
+          lease: { taskId, attempt: columns.attempt[i]!, owner: request.workerId },
+          name: columns.name[i]!,
+          queue: columns.queue[i]!,
+          payload: columns.payload[i],
+          priority: columns.priority[i]!,
+          maxRetries: columns.max_retries[i]!,
+          leaseLosses: columns.lease_losses[i]!,
+          takeover: columns.takeover[i]!,
+          dueAt: new Date(columns.due_at[i]!),
+          traceParent: columns.trace_parent[i] ?? undefined
+        }))
+    /** The answer of `lease_batch` (directly or through `claim_batch`): one row, one JSON object of columns. */
     const leased = (request: ClaimRequest) => (rows: ReadonlyArray<{ readonly claimed: unknown }>) =>
-      Effect.map(decodeClaims(rows[0]?.claimed ?? []), (claimed) => claimedTasks(request, claimed))
+      Effect.map(decodeClaims(rows[0]?.claimed ?? null), (claimed) => claimedTasks(request, claimed))
 
     const fencedBy = (lease: Lease) =>
       sql`t.id = ${lease.taskId} AND t.attempt = ${lease.attempt} AND t.lease_owner = ${lease.owner} AND t.status = 'running'`
@@ -251,7 +280,7 @@ export const make = (
       const dueIn = (names: string, limit: string) => sql.literal(PgClaimDue.dueIn(schema, "q.queue", names, limit))
       const queues = sql`claim, unnest(claim.queues) WITH ORDINALITY AS q(queue, pos)`
       return sql<{ readonly claimed: unknown }>`
-        SELECT ${leaseTasks}(ARRAY(
+        SELECT ${leaseBatch}(ARRAY(
           WITH claim AS (
             SELECT ${request.queues}::text[] AS queues, ${unlimited}::text[] AS names, ${request.max}::int AS max
           )
@@ -280,7 +309,7 @@ export const make = (
 
     const claimDueOf = (request: ClaimRequest, names: ReadonlyArray<string>) =>
       sql<{ readonly claimed: unknown }>`
-        SELECT ${claimDue}(${request.queues}::text[], ${names}::text[], ${request.max}::int,
+        SELECT ${claimBatch}(${request.queues}::text[], ${names}::text[], ${request.max}::int,
           ${request.leaseTtlMillis}::double precision, ${request.workerId}::text) AS claimed
       `.pipe(Effect.flatMap(leased(request)))
 
@@ -336,12 +365,17 @@ export const make = (
     const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
     const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
       const { positions, unique } = uniqueLeases(items, (item) => item.lease)
+      const owners = Array.from(new Set(unique.map((item) => item.lease.owner)))
+      const ownerOf = owners.length === 1
+        ? "1,".repeat(unique.length).slice(0, -1)
+        : unique.map((item) => owners.indexOf(item.lease.owner) + 1).join(",")
       return sql<{ readonly recorded: ReadonlyArray<number> }>`
-        SELECT ${completeTasks}(
-          ${unique.map((i) => i.lease.taskId)}::bigint[],
-          ${unique.map((i) => i.lease.attempt)}::int[],
-          ${unique.map((i) => i.lease.owner)}::text[],
-          ${unique.map((i) => json(i.result))}::text[]
+        SELECT ${completeBatch}(
+          ${unique.map((item) => item.lease.taskId).join(",")},
+          ${unique.map((item) => item.lease.attempt).join(",")},
+          ${ownerOf},
+          ${owners}::text[],
+          ${JSON.stringify(unique.map((item) => item.result ?? null))}::jsonb
         ) AS recorded
       `.pipe(
         wrap("complete"),

@@ -98,15 +98,15 @@ const tagOf = <A, E>(exit: Exit.Exit<A, E>): string => {
   return Predicate.hasProperty(failure, "_tag") && typeof failure._tag === "string" ? failure._tag : String(failure)
 }
 
-/** The task ids a captured completion batch carries (its first parameter). */
+/** The task ids a captured completion batch carries (its first parameter, comma-separated). */
 const idsIn = (statement: Captured): ReadonlyArray<string> => {
   const ids = statement.params[0]
-  return Array.isArray(ids) ? ids.map(String) : []
+  return typeof ids === "string" && ids !== "" ? ids.split(",") : []
 }
 
 /** The captured completion batches among `statements`. */
 const completionBatches = (statements: ReadonlyArray<Captured>) =>
-  statements.filter((statement) => statement.text.includes("complete_tasks"))
+  statements.filter((statement) => statement.text.includes("complete_batch"))
 
 /** Builds `PgTaskStore.layer(options)` on `client` (its own pool), the way an application provides it. */
 const buildLayer = (client: PgClient.PgClient, options: PgTaskStore.Options) =>
@@ -360,7 +360,8 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           { migration_id: 3, name: "enqueue" },
           { migration_id: 4, name: "claim_and_complete" },
           { migration_id: 5, name: "vacuum_often" },
-          { migration_id: 6, name: "running_apart" }
+          { migration_id: 6, name: "running_apart" },
+          { migration_id: 7, name: "compact_batches" }
         ])
         // A claim writes two index entries per task: the primary key and tasks_running.
         const indexes = yield* probe<{ readonly name: string }>`
@@ -392,25 +393,47 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
       }))
 
     it.scopedLive.runIf(capabilities.concurrentSessions)(
-      "a schema at migration 5 with tasks in flight upgrades: a held lease completes, an expired one is taken over, a queued task is claimed",
+      "a schema at migration 5 with tasks in flight upgrades: a held lease completes, an expired one is taken over, a queued task is claimed, and the previous release's workers keep working",
       () =>
         Effect.gen(function*() {
           const url = yield* TestDatabase.databaseUrl
           const schema = freshSchema()
           const client = yield* TestDatabase.makeClient(url, { maxConnections: 4 })
           yield* PgMigrations.migrate(schema, 5).pipe(Effect.provideService(SqlClient.SqlClient, client))
-          // Tasks in every state a deploy finds: the store's calls run on schema 5's functions and indexes.
+          // A worker of the previous release claims and completes through
+          // claim_due (one JSON object per task) and complete_tasks.
+          const oldClaim = (worker: string, leaseTtlMillis: number) =>
+            Effect.map(
+              client<{ readonly claimed: ReadonlyArray<{ readonly id: string; readonly attempt: number }> }>`
+                SELECT ${client(`${schema}.claim_due`)}(${["q1"]}::text[], ${["t.a"]}::text[], 1, ${leaseTtlMillis}::double precision,
+                  ${worker}::text) AS claimed`,
+              ([row]) => row!.claimed.map((task): Lease => ({ taskId: task.id, attempt: task.attempt, owner: worker }))
+            )
+          const oldComplete = (lease: Lease) =>
+            Effect.map(
+              client<{ readonly recorded: ReadonlyArray<number> }>`
+                SELECT ${client(`${schema}.complete_tasks`)}(${[lease.taskId]}::bigint[], ${[lease.attempt]}::int[],
+                  ${[lease.owner]}::text[], ${['"old"']}::text[]) AS recorded`,
+              ([row]) => row!.recorded
+            )
+          // Tasks in every state a deploy finds, left by the old release on schema 5.
           const before = yield* buildLayer(client, { schema, migrate: false })
-          const [held, expiring, queued] = yield* before.enqueue(range(3).map((n) => enqueueRequest({ payload: { n } })))
-          const [heldTask] = yield* before.claim(claimRequest("w-old", { max: 1 }))
-          expect(heldTask?.lease.taskId).toBe(held)
-          const [expiringTask] = yield* before.claim(claimRequest("w-gone", { max: 1, leaseTtlMillis: 300 }))
-          expect(expiringTask?.lease.taskId).toBe(expiring)
+          const [held, expiring, oldAfter, queued] = yield* before.enqueue(range(4).map((n) => enqueueRequest({ payload: { n } })))
+          const [heldLease] = yield* oldClaim("w-old", 30_000)
+          expect(heldLease?.taskId).toBe(held)
+          const [expiringLease] = yield* oldClaim("w-gone", 300)
+          expect(expiringLease?.taskId).toBe(expiring)
 
           const after = yield* buildLayer(client, { schema })
           const migrations = yield* client<{ readonly id: number }>`
             SELECT migration_id AS id FROM ${client(`${schema}.migrations`)} ORDER BY migration_id`
-          expect(migrations.map((row) => row.id)).toEqual([1, 2, 3, 4, 5, 6])
+          expect(migrations.map((row) => row.id)).toEqual([1, 2, 3, 4, 5, 6, 7])
+
+          // Rolling deploy: an old worker still claims and completes on the upgraded schema.
+          const [oldLease] = yield* oldClaim("w-old", 30_000)
+          expect(oldLease?.taskId).toBe(oldAfter)
+          expect(yield* oldComplete(oldLease!)).toEqual([1])
+          expect(yield* taskOf(after, oldAfter!)).toMatchObject({ status: "succeeded", result: "old" })
 
           const claimed: Array<ClaimedTask> = []
           yield* eventually(
@@ -423,8 +446,8 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           const takenOver = claimed.find((task) => task.lease.taskId === expiring)
           expect(takenOver).toMatchObject({ takeover: true, lease: { attempt: 2, owner: "w-new" } })
           // The lease held across the upgrade is still the task's, and its result lands.
-          expect(yield* after.completeAll([heldTask!, ...claimed].map((task) => ({ lease: task.lease, result: "ok" }))))
-            .toEqual([true, true, true])
+          const leases = [heldLease!, ...claimed.map((task) => task.lease)]
+          expect(yield* after.completeAll(leases.map((lease) => ({ lease, result: "ok" })))).toEqual([true, true, true])
           for (const id of [held!, expiring!, queued!]) {
             expect(yield* taskOf(after, id)).toMatchObject({ status: "succeeded", result: "ok" })
           }
@@ -898,7 +921,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         expect(claimed).toHaveLength(10)
         // One call of the claim function, whose query is planned once per
         // session: its plan for these values, and the generic plan it keeps.
-        expect(claimStatements.map((statement) => /claim_due/.test(statement.text))).toEqual([true])
+        expect(claimStatements.map((statement) => /claim_batch/.test(statement.text))).toEqual([true])
         const functionQuery = {
           text: PgClaimDue.query(f.schema),
           params: [["q1", "q2", "q3"], ["t.a", "t.b"], 10, 30_000, "w2"]
@@ -950,7 +973,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         const [, captured] = yield* capturing(f.store.completeAll(claimed.map((task) => ({ lease: task.lease, result: null }))))
         const completions = completionBatches(captured)
         expect(completions).toHaveLength(1)
-        expect(completions[0]!.params[0]).toEqual(claimed.map((task) => task.lease.taskId))
+        expect(idsIn(completions[0]!)).toEqual(claimed.map((task) => task.lease.taskId))
         const completeQuery = { text: PgComplete.query(f.schema), params: completions[0]!.params }
         for (const completePlan of [yield* explain(f.sql, completeQuery), yield* explainGeneric(f.sql, completeQuery)]) {
           const why = `\n${render(completePlan)}`
@@ -973,7 +996,13 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         const claimed = yield* f.store.claim(claimRequest("w1", { queues: ["q1"], names: ["t.a"], max: 500 }))
         const completeQuery = {
           text: PgComplete.query(f.schema),
-          params: [claimed.map((task) => task.lease.taskId), claimed.map((task) => task.lease.attempt), claimed.map(() => "w1"), claimed.map(() => "null")]
+          params: [
+            claimed.map((task) => task.lease.taskId).join(","),
+            claimed.map((task) => task.lease.attempt).join(","),
+            claimed.map(() => 1).join(","),
+            ["w1"],
+            JSON.stringify(claimed.map(() => null))
+          ]
         }
         const plan = yield* explainGeneric(f.sql, completeQuery)
         expect(readsOfTasks(plan), `\n${render(plan)}`).toEqual([["Index Scan", "tasks_pkey"]])

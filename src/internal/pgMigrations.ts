@@ -129,13 +129,25 @@ const migrations = (schema: string) => {
       `DROP INDEX ${schema}.tasks_claim`,
       `DROP INDEX ${schema}.tasks_running_name`
     ], (statement) => sql.unsafe(statement), { discard: true }))
+  // Claims and completions in a compact form: a claim answers one JSON
+  // object of columns instead of one object per task (less to build, send
+  // and parse), and a batch of completions is sent as one text per column
+  // with its owner once. New functions beside the old ones, which workers of
+  // the previous release keep calling during a rolling deploy.
+  const compact_batches = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.forEach([
+      PgClaimDue.createLeaseBatchFunction(schema),
+      PgClaimDue.createBatchFunction(schema),
+      PgComplete.createBatchFunction(schema)
+    ], (statement) => sql.unsafe(statement), { discard: true }))
   return {
     "1_create_tasks": create_tasks,
     "2_claim_due": claim_due,
     "3_enqueue": enqueue,
     "4_claim_and_complete": claim_and_complete,
     "5_vacuum_often": vacuum_often,
-    "6_running_apart": running_apart
+    "6_running_apart": running_apart,
+    "7_compact_batches": compact_batches
   }
 }
 
