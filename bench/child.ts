@@ -2,7 +2,8 @@
  * One phase for one system, in a process of its own: the parent (run.ts)
  * forks this file, sends a `Job`, and gets back a `Reply`. A fresh process
  * per phase keeps the libraries apart and makes the memory figure that of a
- * worker process only.
+ * worker process only. A throughput job is one measured run after a warm-up
+ * of its own, so that the parent can take turns between systems.
  */
 import { writeFileSync } from "node:fs"
 import { Session } from "node:inspector/promises"
@@ -12,7 +13,14 @@ import * as Scenarios from "./scenarios.js"
 import { load, type Name } from "./systems/index.js"
 
 export type Job =
-  | { readonly phase: "throughput"; readonly system: Name; readonly place: Scenarios.Place; readonly options: Options }
+  | {
+    readonly phase: "throughput"
+    readonly system: Name
+    readonly place: Scenarios.Place
+    readonly options: Options
+    /** Which measured run this is (1-based): one per child, after its own warm-up. */
+    readonly run: number
+  }
   | { readonly phase: "heartbeat"; readonly system: Name; readonly place: Scenarios.Place; readonly options: Options }
   | {
     readonly phase: "fill"
@@ -34,7 +42,7 @@ export type Job =
 export interface ThroughputResult {
   readonly settings: string
   readonly renewsLeases: boolean
-  readonly runs: ReadonlyArray<Scenarios.ThroughputRun>
+  readonly run: Scenarios.ThroughputRun
 }
 
 export type Reply =
@@ -74,14 +82,14 @@ const runPhase = async (job: Job): Promise<unknown> => {
         jobs: Math.max(500, Math.round(options.jobs / 5)),
         latencySamples: Math.min(50, options.latencySamples)
       })
-      const runs: Array<Scenarios.ThroughputRun> = []
-      for (let i = 0; i < options.runs; i++) {
-        const hook = options.cpuProf === undefined ? undefined : profiler(options.cpuProf, system.name, i + 1)
-        runs.push(
-          await Scenarios.throughputRun(system, place, { ...settings, jobs: options.jobs, latencySamples: options.latencySamples }, hook)
-        )
-      }
-      const result: ThroughputResult = { settings: system.settings, renewsLeases: system.renewsLeases, runs }
+      const hook = options.cpuProf === undefined ? undefined : profiler(options.cpuProf, system.name, job.run)
+      const run = await Scenarios.throughputRun(
+        system,
+        place,
+        { ...settings, jobs: options.jobs, latencySamples: options.latencySamples },
+        hook
+      )
+      const result: ThroughputResult = { settings: system.settings, renewsLeases: system.renewsLeases, run }
       return result
     }
     case "heartbeat": {

@@ -12,7 +12,7 @@ export interface Options {
   readonly concurrency: number
   /** Worker instances for burn-down and latency. */
   readonly workers: number
-  /** Measured runs per system (after one warm-up run); figures are their medians. */
+  /** Measured runs per system, in rounds where the systems take turns (each after a warm-up run); figures are their medians. */
   readonly runs: number
   readonly systems: ReadonlyArray<Name>
   readonly databaseUrl: string
@@ -46,7 +46,7 @@ const usage = `npm run bench -- [flags]
   --jobs N              jobs per run for enqueue and burn-down      (10000; quick 2000)
   --concurrency N       jobs in flight per worker                   (50)
   --workers N           worker instances for burn-down and latency  (1)
-  --runs N              measured runs per system, after a warm-up   (3; quick 1)
+  --runs N              measured runs per system, in turns, each after a warm-up (3; quick 1)
   --systems a,b         ${names.join(",")}  (all)
   --database-url URL    (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres)
   --batch N             jobs per bulk-enqueue call                  (1000)

@@ -237,7 +237,7 @@ refresh this page.
 - Node.js: ${machine.node}
 - Date: ${machine.date}
 - Command: \`${machine.command}\`
-- Settings: ${options.jobs.toLocaleString("en-US")} jobs per run, concurrency ${options.concurrency} per worker, ${options.workers} worker(s) for burn-down and latency, ${options.runs} measured run(s) after a warm-up (medians shown), bulk batches of ${options.batch}, ${options.latencySamples} latency samples per run, heartbeat window ${options.windowSeconds} s across ${options.heartbeatWorkers} workers, memory sampled for ${options.memorySeconds} s and compared over the first ${options.memoryJobs.toLocaleString("en-US")} jobs
+- Settings: ${options.jobs.toLocaleString("en-US")} jobs per run, concurrency ${options.concurrency} per worker, ${options.workers} worker(s) for burn-down and latency, ${options.runs} measured run(s) per system, the systems taking turns, each after a warm-up (medians shown), bulk batches of ${options.batch}, ${options.latencySamples} latency samples per run, heartbeat window ${options.windowSeconds} s across ${options.heartbeatWorkers} workers, memory sampled for ${options.memorySeconds} s and compared over the first ${options.memoryJobs.toLocaleString("en-US")} jobs
 
 ## Results
 

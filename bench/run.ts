@@ -13,7 +13,7 @@ import type { Job, Reply, ThroughputResult } from "./child.js"
 import { createDatabase, dropDatabase, freshSchema, query, withDatabase } from "./db.js"
 import { type Options, parse } from "./options.js"
 import * as Report from "./report.js"
-import type { HeartbeatFigure, MemoryFigure, Place } from "./scenarios.js"
+import type { HeartbeatFigure, MemoryFigure, Place, ThroughputRun } from "./scenarios.js"
 import type { Name } from "./systems/index.js"
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
@@ -39,38 +39,60 @@ let interrupted = false
 
 const log = (message: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`)
 
-const benchSystem = async (name: Name, options: Options, runId: string): Promise<Report.SystemResult> => {
+/** One system's database and what went wrong for it, over the whole run. */
+interface Bench {
+  readonly name: Name
+  readonly place: Place
+  readonly errors: Array<string>
+  settings?: string | undefined
+  renewsLeases?: boolean | undefined
+  readonly runs: Array<ThroughputRun>
+}
+
+const prepare = async (name: Name, options: Options, runId: string): Promise<Bench> => {
   const adminUrl = options.databaseUrl
   const database = `hyrex_bench_${name.replace(/-/g, "_")}_${runId}`
-  const place: Place = { url: withDatabase(adminUrl, database), database, adminUrl }
-  const errors: Array<string> = []
-  const attempt = async <A>(what: string, body: () => Promise<A>): Promise<A | undefined> => {
-    if (interrupted) throw new Error("interrupted")
-    try {
-      return await body()
-    } catch (error) {
-      if (interrupted) throw new Error("interrupted")
-      const message = error instanceof Error ? error.message : String(error)
-      log(`${name}: ${what} failed: ${message}`)
-      errors.push(`${what}: ${message}`)
-      return undefined
-    }
-  }
   await createDatabase(adminUrl, database)
+  return { name, place: { url: withDatabase(adminUrl, database), database, adminUrl }, errors: [], runs: [] }
+}
+
+/** Runs `body`, logging and recording its failure instead of throwing (unless the run was interrupted). */
+const attempt = async <A>(bench: Bench, what: string, body: () => Promise<A>): Promise<A | undefined> => {
+  if (interrupted) throw new Error("interrupted")
   try {
-    log(`${name}: warm-up and ${options.runs} run(s) of ${options.jobs} jobs`)
-    const throughput = await attempt("throughput", () =>
-      inChild<ThroughputResult>({ phase: "throughput", system: name, place, options }))
-    for (const [i, run] of (throughput?.runs ?? []).entries()) {
-      log(
-        `${name}: run ${i + 1}: enqueue ${run.enqueue.toFixed(0)}/s, burn-down ${run.burnDown.toFixed(0)}/s, ` +
-          `latency p50 ${run.latencyP50.toFixed(2)} ms p99 ${run.latencyP99.toFixed(2)} ms`
-      )
-    }
+    return await body()
+  } catch (error) {
+    if (interrupted) throw new Error("interrupted")
+    const message = error instanceof Error ? error.message : String(error)
+    log(`${bench.name}: ${what} failed: ${message}`)
+    bench.errors.push(`${what}: ${message}`)
+    return undefined
+  }
+}
+
+/** Measured run `run` of one system: a fresh process, its warm-up, then the run. */
+const throughputRound = async (bench: Bench, options: Options, run: number): Promise<void> => {
+  const { name, place } = bench
+  const result = await attempt(bench, `throughput run ${run}`, () =>
+    inChild<ThroughputResult>({ phase: "throughput", system: name, place, options, run }))
+  if (result === undefined) return
+  bench.settings = result.settings
+  bench.renewsLeases = result.renewsLeases
+  bench.runs.push(result.run)
+  log(
+    `${name}: run ${run}: enqueue ${result.run.enqueue.toFixed(0)}/s, burn-down ${result.run.burnDown.toFixed(0)}/s, ` +
+      `latency p50 ${result.run.latencyP50.toFixed(2)} ms p99 ${result.run.latencyP99.toFixed(2)} ms`
+  )
+}
+
+/** The heartbeat and memory figures of one system, then its database goes. */
+const finish = async (bench: Bench, options: Options): Promise<Report.SystemResult> => {
+  const { name, place } = bench
+  try {
     let heartbeat: ReadonlyArray<HeartbeatFigure> | undefined
     if (!options.skip.includes("heartbeat")) {
       log(`${name}: statements per second with ${options.inFlight.join(" and ")} jobs in flight`)
-      heartbeat = await attempt("heartbeat", () => inChild({ phase: "heartbeat", system: name, place, options }))
+      heartbeat = await attempt(bench, "heartbeat", () => inChild({ phase: "heartbeat", system: name, place, options }))
       for (const h of heartbeat ?? []) log(`${name}: ${h.inFlight} in flight: ${h.statementsPerSecond.toFixed(1)} stmts/s`)
     }
     const memory: Array<MemoryFigure> = []
@@ -78,7 +100,7 @@ const benchSystem = async (name: Name, options: Options, runId: string): Promise
       for (const backlog of options.backlogs) {
         log(`${name}: memory of one worker on a ${backlog}-job backlog`)
         const schema = freshSchema()
-        const figure = await attempt(`memory at ${backlog}`, async () => {
+        const figure = await attempt(bench, `memory at ${backlog}`, async () => {
           await inChild({ phase: "fill", system: name, place, options, schema, backlog })
           return inChild<MemoryFigure>({ phase: "memory", system: name, place, options, schema, backlog }, ["--expose-gc"])
         })
@@ -94,15 +116,15 @@ const benchSystem = async (name: Name, options: Options, runId: string): Promise
     }
     return {
       name,
-      settings: throughput?.settings,
-      renewsLeases: throughput?.renewsLeases,
-      runs: throughput?.runs,
+      settings: bench.settings,
+      renewsLeases: bench.renewsLeases,
+      runs: bench.runs.length > 0 ? bench.runs : undefined,
       heartbeat,
       memory,
-      errors
+      errors: bench.errors
     }
   } finally {
-    await dropDatabase(adminUrl, database)
+    await dropDatabase(place.adminUrl, place.database)
   }
 }
 
@@ -126,8 +148,29 @@ const main = async () => {
   const info = await machine(options, argv)
   log(`${info.cpu} (${info.cores} cores), ${info.postgres}, Node ${info.node}`)
   const runId = randomBytes(3).toString("hex")
+  const benches: Array<Bench> = []
+  try {
+    for (const name of options.systems) benches.push(await prepare(name, options, runId))
+  } catch (error) {
+    for (const bench of benches) await dropDatabase(bench.place.adminUrl, bench.place.database)
+    throw error
+  }
+  // The systems take turns, one measured run each per round: this machine's
+  // speed drifts over minutes, and a system measured all at once would
+  // catch a fast or a slow stretch alone.
+  log(`${options.runs} round(s) of ${options.jobs} jobs: ${options.systems.join(", ")} in turn, each run after its own warm-up`)
   const results: Array<Report.SystemResult> = []
-  for (const name of options.systems) results.push(await benchSystem(name, options, runId))
+  try {
+    for (let run = 1; run <= options.runs; run++) {
+      for (const bench of benches) await throughputRound(bench, options, run)
+    }
+  } finally {
+    // Heartbeat and memory figures, system by system; every database is dropped.
+    for (const bench of benches) {
+      if (interrupted) await dropDatabase(bench.place.adminUrl, bench.place.database)
+      else results.push(await finish(bench, options))
+    }
+  }
 
   console.log(`\n${Report.table(results, options)}\n`)
   console.log(`${Report.verdictTable(Report.verdicts(results))}\n`)
