@@ -250,17 +250,17 @@ export const make = (
 
     const claimedTasks = (request: ClaimRequest, columns: typeof ClaimedColumns.Type): Array<ClaimedTask> =>
       columns === null ? [] : Array.from(columns.id, (taskId, i): ClaimedTask => ({
-          lease: { taskId, attempt: columns.attempt[i]!, owner: request.workerId },
-          name: columns.name[i]!,
-          queue: columns.queue[i]!,
-          payload: columns.payload[i],
-          priority: columns.priority[i]!,
-          maxRetries: columns.max_retries[i]!,
-          leaseLosses: columns.lease_losses[i]!,
-          takeover: columns.takeover[i]!,
-          dueAt: new Date(columns.due_at[i]!),
-          traceParent: columns.trace_parent[i] ?? undefined
-        }))
+        lease: { taskId, attempt: columns.attempt[i]!, owner: request.workerId },
+        name: columns.name[i]!,
+        queue: columns.queue[i]!,
+        payload: columns.payload[i],
+        priority: columns.priority[i]!,
+        maxRetries: columns.max_retries[i]!,
+        leaseLosses: columns.lease_losses[i]!,
+        takeover: columns.takeover[i]!,
+        dueAt: new Date(columns.due_at[i]!),
+        traceParent: columns.trace_parent[i] ?? undefined
+      }))
     /** The answer of `lease_batch` (directly or through `claim_batch`): one row, one JSON object of columns. */
     const leased = (request: ClaimRequest) => (rows: ReadonlyArray<{ readonly claimed: unknown }>) =>
       Effect.map(decodeClaims(rows[0]?.claimed ?? null), (claimed) => claimedTasks(request, claimed))
@@ -365,15 +365,13 @@ export const make = (
     const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
     const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
       const { positions, unique } = uniqueLeases(items, (item) => item.lease)
+      // Each owner once (a worker's batch has one), and each lease's by its position.
       const owners = Array.from(new Set(unique.map((item) => item.lease.owner)))
-      const ownerOf = owners.length === 1
-        ? "1,".repeat(unique.length).slice(0, -1)
-        : unique.map((item) => owners.indexOf(item.lease.owner) + 1).join(",")
       return sql<{ readonly recorded: ReadonlyArray<number> }>`
         SELECT ${completeBatch}(
           ${unique.map((item) => item.lease.taskId).join(",")},
           ${unique.map((item) => item.lease.attempt).join(",")},
-          ${ownerOf},
+          ${unique.map((item) => owners.indexOf(item.lease.owner) + 1).join(",")},
           ${owners}::text[],
           ${JSON.stringify(unique.map((item) => item.result ?? null))}::jsonb
         ) AS recorded

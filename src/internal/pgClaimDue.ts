@@ -139,7 +139,7 @@ const rowsAnswer = `
     ) l;`
 
 /** The columns of `lease_batch`'s answer, in the order given (migration 7). */
-export const leasedColumns = [
+const leasedColumns = [
   "id", "name", "queue", "payload", "priority", "attempt", "max_retries", "lease_losses", "takeover", "due_at", "trace_parent"
 ] as const
 
