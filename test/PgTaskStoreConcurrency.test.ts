@@ -37,7 +37,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Backoff from "../src/Backoff.js"
-import { LeaseLost } from "../src/Errors.js"
+import { LeaseLost, type StoreError } from "../src/Errors.js"
 import * as PgTaskStore from "../src/PgTaskStore.js"
 import * as Registry from "../src/Registry.js"
 import * as Task from "../src/Task.js"
@@ -484,6 +484,24 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           const exit = yield* Effect.exit(call)
           expect(`${name}: ${tagOf(exit)}`).toBe(`${name}: StoreError`)
         }
+      }))
+
+    it.scopedLive("a claim answer that does not hold together fails with a typed StoreError, and the queued task stays queued", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const [id] = yield* f.store.enqueue([enqueueRequest()])
+        // A claim function whose columns differ in length (as a damaged or foreign function could answer).
+        yield* f.sql.unsafe(`
+          CREATE OR REPLACE FUNCTION ${f.schema}.claim_batch(text[], text[], integer, double precision, text)
+          RETURNS json LANGUAGE sql AS $$
+            SELECT '{"id": ["1", "2"], "name": ["t.a"], "queue": ["q1"], "payload": [{}], "priority": [0],
+              "attempt": [1], "max_retries": [3], "lease_losses": [0], "takeover": [false], "due_at": [0],
+              "trace_parent": [null]}'::json
+          $$`)
+        const exit = yield* Effect.exit(f.store.claim(claimRequest("w1")))
+        expect(tagOf(exit)).toBe("StoreError")
+        expect(String((failureOf(exit) as StoreError).cause)).toContain("columns of different lengths")
+        expect(yield* taskOf(f.store, id!)).toMatchObject({ status: "queued", attempt: 0 })
       }))
 
     it.scopedLive("a schema name that is not a plain identifier fails with ConfigurationError and touches nothing", () =>
