@@ -165,12 +165,21 @@ const main = async () => {
       for (const bench of benches) await throughputRound(bench, options, run)
     }
   } finally {
-    // Heartbeat and memory figures, system by system; every database is dropped.
+    // Heartbeat and memory figures, system by system; every database is
+    // dropped, also those after a system interrupted in its turn.
     for (const bench of benches) {
-      if (interrupted) await dropDatabase(bench.place.adminUrl, bench.place.database)
-      else results.push(await finish(bench, options))
+      if (interrupted) {
+        await dropDatabase(bench.place.adminUrl, bench.place.database)
+        continue
+      }
+      try {
+        results.push(await finish(bench, options))
+      } catch (error) {
+        if (!interrupted) throw error
+      }
     }
   }
+  if (interrupted) throw new Error("interrupted")
 
   console.log(`\n${Report.table(results, options)}\n`)
   console.log(`${Report.verdictTable(Report.verdicts(results))}\n`)
