@@ -270,8 +270,8 @@ export const make = (
 
     // A limited claim: due tasks of the unlimited names, and of each limited
     // name at most its free slots, locked per queue in claim order (the same
-    // scan as `claim_due`'s), then merged round-robin across queues; the
-    // lease is taken by `lease_tasks`, as for every claim.
+    // scan as `claim_batch`'s), then merged round-robin across queues; the
+    // lease is taken by `lease_batch`, as for every claim.
     const claimLimited = (
       request: ClaimRequest,
       unlimited: ReadonlyArray<string>,
@@ -357,7 +357,7 @@ export const make = (
         return task.value
       })
 
-    // One fenced UPDATE for many completions (`complete_tasks`), each row
+    // One fenced UPDATE for many completions (`complete_batch`), each row
     // still conditional on its own lease. A lease completed twice in one batch
     // succeeds once, as it would one after the other. Bounded by
     // `writeTimeout` and disconnected: giving up on a round trip over a dead

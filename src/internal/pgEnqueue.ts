@@ -1,6 +1,6 @@
 /**
  * Enqueueing as a server-side function, `<schema>.enqueue`, for the same
- * reason as `claim_due`: the statement costs more to plan than to run, and a
+ * reason as the claim: the statement costs more to plan than to run, and a
  * single `send` is on the path of every task's latency. The function keeps
  * a generic plan for each of its two queries: with idempotency keys
  * (`ON CONFLICT`, whose speculative insertion costs on every row) and
