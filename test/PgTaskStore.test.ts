@@ -22,7 +22,8 @@ let schemas = 0
 const harness: StoreHarness = {
   name: "postgres",
   layer: Layer.suspend(() => PgTaskStore.layer({ schema: `suite_${++schemas}` })).pipe(Layer.provide(database)),
-  clock: "live"
+  clock: "live",
+  wakeups: TestDatabase.capabilitiesOf(kind).listenNotify
 }
 
 taskStoreSuite(harness)

@@ -43,6 +43,13 @@ export interface StoreHarness {
   readonly clock: "test-clock" | "live"
   /** Overrides of the durations {@link durations} picks for `clock`. */
   readonly durations?: Partial<Durations> | undefined
+  /**
+   * Whether a send wakes an idle worker at once (the store's `wakeups`).
+   * Default true; false on the embedded Postgres, whose single session does
+   * not deliver a NOTIFY to the listening connection: workers there find
+   * new tasks by polling.
+   */
+  readonly wakeups?: boolean | undefined
 }
 
 /** The durations a test body uses, chosen per clock mode so one body fits both. */
