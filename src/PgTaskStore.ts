@@ -421,7 +421,7 @@ export const make = (
     // the first one subscribes (a producer alone never opens it).
     const listener = yield* Option.match(pgClient, {
       onNone: () => Effect.succeed(Stream.empty),
-      onSome: (client) => Stream.share(PgListener.listen(client.config, channel), { capacity: "unbounded" })
+      onSome: (client) => PgListener.listen(client.config, channel)
     })
 
     // Pruning deletes in batches of 5,000, at most 20 per run (100,000 rows

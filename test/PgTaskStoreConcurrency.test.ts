@@ -672,6 +672,46 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
       }))
 
     it.scopedLive.runIf(capabilities.listenNotify)(
+      "the LISTEN connection opens with the first subscriber, is shared, and closes after the last",
+      () =>
+        Effect.gen(function*() {
+          const f = yield* fixture
+          // A store that only sends never listens.
+          yield* f.store.enqueue([enqueueRequest({ queue: "soon" })])
+          yield* sleepLive("200 millis")
+          expect(yield* listeners(f.sql)).toBe(0)
+
+          const subscribe = Effect.gen(function*() {
+            const received = yield* Queue.unbounded<string>()
+            const fiber = yield* f.store.wakeups.pipe(Stream.runForEach((queue) => Queue.offer(received, queue)), Effect.fork)
+            return { received, fiber }
+          })
+          const first = yield* subscribe
+          const second = yield* subscribe
+          yield* eventually(Effect.map(listeners(f.sql), (n) => expect(n).toBe(1)))
+          yield* f.store.enqueue([enqueueRequest({ queue: "soon" })])
+          expect(yield* Queue.take(first.received).pipe(Effect.timeout("5 seconds"))).toBe("soon")
+          expect(yield* Queue.take(second.received).pipe(Effect.timeout("5 seconds"))).toBe("soon")
+
+          // One subscriber left: still listening, still told.
+          yield* Fiber.interrupt(first.fiber)
+          yield* f.store.enqueue([enqueueRequest({ queue: "again" })])
+          expect(yield* Queue.take(second.received).pipe(Effect.timeout("5 seconds"))).toBe("again")
+          expect(yield* listeners(f.sql)).toBe(1)
+
+          yield* Fiber.interrupt(second.fiber)
+          yield* eventually(Effect.map(listeners(f.sql), (n) => expect(n).toBe(0)))
+
+          // A new subscriber opens it again.
+          const third = yield* subscribe
+          yield* eventually(Effect.map(listeners(f.sql), (n) => expect(n).toBe(1)))
+          yield* f.store.enqueue([enqueueRequest({ queue: "soon" })])
+          expect(yield* Queue.take(third.received).pipe(Effect.timeout("5 seconds"))).toBe("soon")
+          yield* Fiber.interrupt(third.fiber)
+        })
+    )
+
+    it.scopedLive.runIf(capabilities.listenNotify)(
       "a worker that polls every 30 s runs a task sent while it idles well before its next poll",
       () =>
         Effect.gen(function*() {
