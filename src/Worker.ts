@@ -337,7 +337,11 @@ export const start = <Tasks extends Task.Any>(
           return Effect.logWarning("lease renewal failed; not claiming until it succeeds", error)
         })
       ),
-      Effect.repeat(Schedule.spaced(config.heartbeatInterval)),
+      // The first beat one interval after registration, which renewed
+      // nothing but counts as the first renewal: at once it would only take
+      // the connection the first claim could have had.
+      Effect.schedule(Schedule.spaced(config.heartbeatInterval)),
+      Effect.forever,
       Effect.forkScoped,
       Effect.interruptible
     )
@@ -616,16 +620,6 @@ export const start = <Tasks extends Task.Any>(
       Effect.forkScoped,
       Effect.interruptible
     )
-    yield* store.maintenance({
-      retentionMillis: Duration.toMillis(config.retention),
-      workerTimeoutMillis: Duration.toMillis(config.workerTimeout)
-    }).pipe(
-      bounded("maintenance", config.leaseTtl),
-      Effect.catchAll((error) => Effect.logWarning("maintenance failed", error)),
-      Effect.repeat(Schedule.spaced(config.maintenanceInterval)),
-      Effect.forkScoped,
-      Effect.interruptible
-    )
 
     // --- drain -------------------------------------------------------------
 
@@ -656,6 +650,19 @@ export const start = <Tasks extends Task.Any>(
     yield* Effect.addFinalizer(() => drain)
 
     yield* claimLoop.pipe(Effect.forkScoped, Effect.interruptible)
+    // After the claim loop: its first claim takes the connection registration
+    // used, not a new one (a first claim on a new connection costs Postgres
+    // about 15 ms while it reads its catalogs and plans).
+    yield* store.maintenance({
+      retentionMillis: Duration.toMillis(config.retention),
+      workerTimeoutMillis: Duration.toMillis(config.workerTimeout)
+    }).pipe(
+      bounded("maintenance", config.leaseTtl),
+      Effect.catchAll((error) => Effect.logWarning("maintenance failed", error)),
+      Effect.repeat(Schedule.spaced(config.maintenanceInterval)),
+      Effect.forkScoped,
+      Effect.interruptible
+    )
     yield* Effect.addFinalizer(() => Effect.sync(() => {
       accepting = false
     }))
