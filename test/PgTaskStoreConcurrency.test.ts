@@ -711,6 +711,22 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         })
     )
 
+    it.scopedLive.runIf(capabilities.listenNotify)("a LISTEN connection the server ends is opened again", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const received = yield* Queue.unbounded<string>()
+        yield* f.store.wakeups.pipe(Stream.runForEach((queue) => Queue.offer(received, queue)), Effect.forkScoped)
+        yield* eventually(Effect.map(listeners(f.sql), (n) => expect(n).toBe(1)))
+        const endedAt = yield* dbNow(f.sql)
+        yield* f.sql`
+          SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'hyrex-listener'`
+        // A new session (started after the old one ended), and wake-ups reach the same subscriber.
+        yield* eventually(Effect.map(listeners(f.sql, endedAt), (n) => expect(n).toBe(1)), { timeout: "10 seconds" })
+        yield* f.store.enqueue([enqueueRequest({ queue: "soon" })])
+        expect(yield* Queue.take(received).pipe(Effect.timeout("5 seconds"))).toBe("soon")
+      }))
+
     it.scopedLive.runIf(capabilities.listenNotify)(
       "a worker that polls every 30 s runs a task sent while it idles well before its next poll",
       () =>

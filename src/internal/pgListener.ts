@@ -8,7 +8,9 @@
  * stream between the two (pushed, then shared) cost about 0.1 ms a hop.
  */
 import type { PgClientConfig } from "@effect/sql-pg/PgClient"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as PubSub from "effect/PubSub"
 import * as RcRef from "effect/RcRef"
 import * as Redacted from "effect/Redacted"
@@ -53,15 +55,14 @@ const connect = (config: PgClientConfig) =>
 const session = (config: PgClientConfig, channel: string, publish: (payload: string) => void) =>
   Effect.scoped(Effect.gen(function*() {
     const client = yield* connect(config)
-    const dropped = Effect.async<never, Error>((resume) => {
-      client.on("error", (error) => resume(Effect.fail(error)))
-      client.on("end", () => resume(Effect.fail(new Error("listener connection ended"))))
-    })
+    const dropped = yield* Deferred.make<never, Error>()
+    client.on("error", (error) => Deferred.unsafeDone(dropped, Exit.fail(error)))
+    client.on("end", () => Deferred.unsafeDone(dropped, Exit.fail(new Error("listener connection ended"))))
     client.on("notification", (message) => {
       if (message.channel === channel) publish(message.payload ?? "")
     })
     yield* Effect.tryPromise(() => client.query(`LISTEN ${client.escapeIdentifier(channel)}`))
-    return yield* dropped
+    return yield* Deferred.await(dropped)
   }))
 
 /**
