@@ -341,7 +341,6 @@ export const start = <Tasks extends Task.Any>(
       // nothing but counts as the first renewal: at once it would only take
       // the connection the first claim could have had.
       Effect.schedule(Schedule.spaced(config.heartbeatInterval)),
-      Effect.forever,
       Effect.forkScoped,
       Effect.interruptible
     )

@@ -431,6 +431,26 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(runs.entries.map((run) => run.worker)).toEqual(["A"])
         }))
 
+      test("registration counts as the first renewal: the first heartbeat comes one interval later, after the first claim", () =>
+        Effect.gen(function*() {
+          const inner = yield* TaskStore
+          const calls = makeLog<readonly [call: string, at: number]>()
+          const record = (call: string) => Effect.flatMap(Clock.currentTimeMillis, (at) => calls.add([call, at] as const))
+          const store = TaskStore.of({
+            ...inner,
+            claim: (request) => Effect.zipRight(record("claim"), inner.claim(request)),
+            heartbeat: (request) => Effect.zipRight(record("heartbeat"), inner.heartbeat(request))
+          })
+          const task = Task.make("beats", { payload: Empty, handler: () => Effect.void })
+          const startedAt = yield* Clock.currentTimeMillis
+          yield* startWorker(harness, Registry.make(task), {}, store)
+          yield* eventually(harness, Effect.sync(() => expect(calls.entries.map(([call]) => call)).toContain("heartbeat")))
+          const order = calls.entries.map(([call]) => call)
+          expect(order.indexOf("claim")).toBeLessThan(order.indexOf("heartbeat"))
+          // Exact on the test clock: nothing is renewed before one interval has passed.
+          if (testClock) expect(calls.entries[order.indexOf("heartbeat")]![1] - startedAt).toBeGreaterThanOrEqual(millis(d.heartbeatInterval))
+        }))
+
       test("a worker cut off from the store stops claiming, fences itself, and another worker takes over", () =>
         Effect.gen(function*() {
           const faults = yield* makeFaults
