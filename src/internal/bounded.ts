@@ -54,13 +54,14 @@ export const bounded = (operation: string, duration: Duration.Duration) =>
       Effect.flatMap(deadlineOn(clock, duration), (deadline) =>
         Effect.async<A, E | StoreError>((resume) => {
           let settled = false
+          let cancel = () => {}
           const settle = (result: Effect.Effect<A, E | StoreError>) => {
             if (settled) return
             settled = true
             cancel()
             resume(result)
           }
-          const cancel = deadline(() => {
+          cancel = deadline(() => {
             call.unsafeInterruptAsFork(FiberId.none)
             settle(Effect.fail(new StoreError({ operation, cause: new Error(`no answer within ${Duration.format(duration)}`) })))
           })
