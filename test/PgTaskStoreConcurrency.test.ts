@@ -632,12 +632,19 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
   // ---------------------------------------------------------------------------
 
   describe("wake-ups", () => {
-    it.scopedLive.runIf(capabilities.listenNotify)("wakeups emits the queue of a task that is due, soon after enqueue", () =>
+    /** The store's wake-ups, collected in a queue once its LISTEN connection is up. */
+    const listening = (f: Fixture) =>
       Effect.gen(function*() {
-        const f = yield* fixture
         const received = yield* Queue.unbounded<string>()
         yield* f.store.wakeups.pipe(Stream.runForEach((queue) => Queue.offer(received, queue)), Effect.forkScoped)
         yield* eventually(Effect.map(listeners(f.sql), (n) => expect(n).toBe(1)))
+        return received
+      })
+
+    it.scopedLive.runIf(capabilities.listenNotify)("wakeups emits the queue of a task that is due, soon after enqueue", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const received = yield* listening(f)
         const next = Queue.take(received).pipe(Effect.timeoutFail({
           duration: "5 seconds",
           onTimeout: () => new Error("no wake-up within 5 s")
@@ -714,9 +721,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
     it.scopedLive.runIf(capabilities.listenNotify)("a LISTEN connection the server ends is opened again", () =>
       Effect.gen(function*() {
         const f = yield* fixture
-        const received = yield* Queue.unbounded<string>()
-        yield* f.store.wakeups.pipe(Stream.runForEach((queue) => Queue.offer(received, queue)), Effect.forkScoped)
-        yield* eventually(Effect.map(listeners(f.sql), (n) => expect(n).toBe(1)))
+        const received = yield* listening(f)
         const endedAt = yield* dbNow(f.sql)
         yield* f.sql`
           SELECT pg_terminate_backend(pid) FROM pg_stat_activity

@@ -16,11 +16,21 @@ import { bounded } from "../src/internal/bounded.js"
 
 const withDeadline = bounded("probe", Duration.seconds(5))
 
-/** A call that never answers and ignores interruption until `release`. */
-const wedged = (release: Deferred.Deferred<void>, interrupted: Deferred.Deferred<void>) =>
-  Effect.never.pipe(
-    Effect.onInterrupt(() => Effect.zipRight(Deferred.succeed(interrupted, undefined), Deferred.await(release)))
-  )
+/**
+ * A call that never answers and, once told to stop, takes until `release`
+ * to do so; `stopping` waits until it was told.
+ */
+const makeWedged = Effect.gen(function*() {
+  const released = yield* Deferred.make<void>()
+  const interrupted = yield* Deferred.make<void>()
+  return {
+    call: Effect.never.pipe(
+      Effect.onInterrupt(() => Effect.zipRight(Deferred.succeed(interrupted, undefined), Deferred.await(released)))
+    ),
+    stopping: Deferred.await(interrupted),
+    release: Deferred.succeed(released, undefined)
+  }
+})
 
 describe("bounded", () => {
   it.effect("answers what the call answers, success or failure", () =>
@@ -35,9 +45,8 @@ describe("bounded", () => {
 
   it.effect("fails with a StoreError when the deadline passes on the test clock, even uninterruptibly", () =>
     Effect.gen(function*() {
-      const release = yield* Deferred.make<void>()
-      const interrupted = yield* Deferred.make<void>()
-      const fiber = yield* withDeadline(wedged(release, interrupted)).pipe(Effect.uninterruptible, Effect.flip, Effect.fork)
+      const wedged = yield* makeWedged
+      const fiber = yield* withDeadline(wedged.call).pipe(Effect.uninterruptible, Effect.flip, Effect.fork)
       yield* TestClock.adjust(Duration.seconds(4))
       expect(fiber.unsafePoll()).toBeNull()
       yield* TestClock.adjust(Duration.seconds(1))
@@ -45,33 +54,28 @@ describe("bounded", () => {
       expect(error).toBeInstanceOf(StoreError)
       expect(error).toMatchObject({ operation: "probe" })
       // The call was told to stop, and its deadline did not wait for it to end.
-      yield* Deferred.await(interrupted)
-      yield* Deferred.succeed(release, undefined)
+      yield* wedged.stopping
+      yield* wedged.release
     }))
 
   it.live("keeps to the deadline on the live clock", () =>
     Effect.gen(function*() {
-      const release = yield* Deferred.make<void>()
-      const interrupted = yield* Deferred.make<void>()
-      const error = yield* bounded("probe", Duration.millis(20))(wedged(release, interrupted)).pipe(
-        Effect.uninterruptible,
-        Effect.flip
-      )
+      const wedged = yield* makeWedged
+      const error = yield* bounded("probe", Duration.millis(20))(wedged.call).pipe(Effect.uninterruptible, Effect.flip)
       expect(error).toBeInstanceOf(StoreError)
-      yield* Deferred.await(interrupted)
-      yield* Deferred.succeed(release, undefined)
+      yield* wedged.stopping
+      yield* wedged.release
     }))
 
   it.effect("an interrupted caller does not wait for the call to stop", () =>
     Effect.gen(function*() {
-      const release = yield* Deferred.make<void>()
-      const interrupted = yield* Deferred.make<void>()
-      const fiber = yield* withDeadline(wedged(release, interrupted)).pipe(Effect.fork)
+      const wedged = yield* makeWedged
+      const fiber = yield* withDeadline(wedged.call).pipe(Effect.fork)
       yield* Effect.yieldNow()
       const exit = yield* Fiber.interrupt(fiber)
       expect(Exit.isInterrupted(exit)).toBe(true)
-      yield* Deferred.await(interrupted)
-      yield* Deferred.succeed(release, undefined)
+      yield* wedged.stopping
+      yield* wedged.release
     }))
 
   it.effect("a call that answered leaves no deadline behind", () =>
