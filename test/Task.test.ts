@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import * as Backoff from "../src/Backoff.js"
 import { ConfigurationError, PermanentError } from "../src/Errors.js"
 import * as MemoryTaskStore from "../src/MemoryTaskStore.js"
@@ -85,6 +86,36 @@ describe("Task", () => {
           idempotencyKey: null
         })
         expect(info.runAt.getTime()).toBe(info.createdAt.getTime())
+      }).pipe(Effect.provide(MemoryTaskStore.layer)))
+
+    it.scoped("stores the send span's traceparent when the send is part of a trace, and nothing otherwise", () =>
+      Effect.gen(function*() {
+        const inner = yield* TaskStore
+        const sent: Array<string | undefined> = []
+        const store = TaskStore.of({
+          ...inner,
+          enqueue: (requests) => {
+            for (const request of requests) sent.push(request.traceParent)
+            return inner.enqueue(requests)
+          }
+        })
+        const task = Task.make("traced", { payload: Schema.Struct({}), handler: () => Effect.void })
+        const send = task.send({}).pipe(Effect.provideService(TaskStore, store))
+        // Effect's built-in tracer and no span of the caller: no trace anything could see.
+        yield* send
+        // The caller's span, even one nobody exports: the send span is its child.
+        const caller = yield* Effect.makeSpan("caller")
+        yield* send.pipe(Effect.withParentSpan(caller))
+        // A tracer that exports spans: the send span itself is worth linking to.
+        const exported = yield* Effect.map(Effect.tracer, (native) =>
+          Tracer.make({ span: (...args) => native.span(...args), context: (f, fiber) => native.context(f, fiber) }))
+        yield* send.pipe(Effect.withTracer(exported))
+
+        const traceParent = /^00-([0-9a-f]{32})-[0-9a-f]{16}-01$/
+        expect(sent[0]).toBeUndefined()
+        expect(sent[1]).toMatch(traceParent)
+        expect(traceParent.exec(sent[1]!)![1]).toBe(caller.traceId)
+        expect(sent[2]).toMatch(traceParent)
       }).pipe(Effect.provide(MemoryTaskStore.layer)))
 
     it.scoped("an invalid payload fails with PayloadError and enqueues nothing", () =>
