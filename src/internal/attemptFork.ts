@@ -18,6 +18,7 @@ import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Tracer from "effect/Tracer"
 import * as Clock from "effect/Clock"
+import { builtInTracer } from "./traceParent.js"
 
 export interface AttemptOptions<I, S> {
   /** A service added to the runtime's services (one: adding it copies them once). */
@@ -35,8 +36,6 @@ export interface SpanOptions {
   readonly links: ReadonlyArray<Tracer.SpanLink>
 }
 
-/** Effect's built-in tracer: its spans are not exported anywhere. */
-const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 /**
  * Built once from the runtime attempts run under (its tracer, clock and

@@ -11,7 +11,7 @@ import * as Tracer from "effect/Tracer"
 const format = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
 /** Effect's built-in tracer: its spans are not exported anywhere. */
-const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+export const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 /**
  * The `traceparent` of the current span (a send's own span), when the task
