@@ -102,9 +102,10 @@ export type Requirements<Tasks extends Task.Any> =
 const leaseKey = (lease: Lease) => `${lease.taskId}:${lease.attempt}`
 
 /**
- * Leases a completion write carries at most. Postgres spends about half a
- * millisecond per statement whatever its size: a write of 1,000 costs 8 µs
- * per task there, one of 100 twice that.
+ * Leases a completion write carries at most, and tasks a claim takes at
+ * most, so that a claimed batch of short tasks is recorded by one write.
+ * Postgres spends about half a millisecond per statement whatever its size:
+ * a write of 1,000 costs 8 µs per task there, one of 100 twice that.
  */
 const completionBatch = 1000
 
@@ -391,11 +392,15 @@ export const start = <Tasks extends Task.Any>(
     })
 
     // Successful attempts are recorded in batches: at most `completionBatch`
-    // leases a write, at most 3 writes in flight. A lone completion is
-    // written as soon as the code that ended it has run, and completions that
-    // arrive while the writes are busy share the next one.
+    // leases a write, one write at a time. A lone completion is written as
+    // soon as the code that ended it has run, and completions that arrive
+    // while a write is on its way share the next one. Writes side by side
+    // would take a session each and the CPU the claims beside them need; one
+    // keeps up, since a write of a batch costs Postgres less than the claim
+    // of it, and when it cannot, the leases held waiting for it bound the
+    // claims (`maxHeld`).
     const completions: Array<{ readonly entry: Held; readonly result: unknown }> = []
-    let writing = 0
+    let writing = false
     const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
       const entries = batch.map(({ entry }) => entry)
       return persist(entries, store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.claimed.lease, result })))).pipe(
@@ -417,13 +422,12 @@ export const start = <Tasks extends Task.Any>(
       )
     }
     const flushCompletions = () => {
-      while (writing < 3 && completions.length > 0) {
-        writing += 1
-        runFork(writeCompletions(completions.splice(0, completionBatch))).addObserver(() => {
-          writing -= 1
-          flushCompletions()
-        })
-      }
+      if (writing || completions.length === 0) return
+      writing = true
+      runFork(writeCompletions(completions.splice(0, completionBatch))).addObserver(() => {
+        writing = false
+        flushCompletions()
+      })
     }
     // Completions of attempts that end in one go (a claimed batch of short
     // handlers runs without a pause) are written together: the flush waits
@@ -539,10 +543,13 @@ export const start = <Tasks extends Task.Any>(
       Math.min(config.concurrency - handlers + prefetch.target() - buffer.length, maxHeld - held.size)
     // Claiming ahead, a claim takes at most half of the slots and buffer:
     // when it comes back full there is still room for the next one, which
-    // goes out before the batch runs (see `claimOnce`).
+    // goes out before the batch runs (see `claimOnce`). And at most what one
+    // completion write carries: a larger batch would take a second, small
+    // write.
     const claimSize = () => {
       const target = prefetch.target()
-      return target === 0 ? claimable() : Math.min(claimable(), Math.ceil((config.concurrency + target) / 2))
+      const size = target === 0 ? claimable() : Math.min(claimable(), Math.ceil((config.concurrency + target) / 2))
+      return Math.min(size, completionBatch)
     }
     // Claims overlap the work of the buffer, and take at least a quarter of
     // it at a time: few, large claims, and a buffer that does not run dry.

@@ -1076,6 +1076,81 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(overlapped, JSON.stringify(events)).toBe(true)
         }))
 
+      test("a claim takes at most 1,000 tasks, what one completion write carries", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const asked: Array<number> = []
+          const written: Array<number> = []
+          const spy = TaskStore.of({
+            ...store,
+            claim: (request) =>
+              Effect.suspend(() => {
+                asked.push(request.max)
+                return store.claim(request)
+              }),
+            completeAll: (completions) =>
+              Effect.suspend(() => {
+                written.push(completions.length)
+                return store.completeAll(completions)
+              })
+          })
+          const task = Task.make("ahead.capped", { payload: Schema.Struct({ n: Schema.Number }), handler: () => Effect.void })
+          // Claiming ahead with the default prefetch (40 × 50), half of the
+          // slots and buffer would be 1,025 tasks.
+          yield* startWorker(harness, Registry.make(task), { concurrency: 50 }, spy)
+          yield* awaitStatus(harness, yield* task.send({ n: -1 }), "succeeded")
+          yield* task.sendBatch(Array.from({ length: 2500 }, (_, n) => ({ n })))
+          yield* eventually(
+            harness,
+            Effect.map(store.stats, (stats) => expect(stats.map((queue) => queue.succeeded)).toEqual([2501]))
+          )
+          expect(Math.max(...asked)).toBe(1000)
+          expect(Math.max(...written)).toBeLessThanOrEqual(1000)
+        }))
+
+      test("completion writes go one at a time; completions that end meanwhile share the next one", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const gate = yield* Deferred.make<void>()
+          const writes: Array<number> = []
+          let writing = 0
+          let mostAtOnce = 0
+          const spy = TaskStore.of({
+            ...store,
+            // Every write waits for the gate.
+            completeAll: (completions) =>
+              Effect.acquireUseRelease(
+                Effect.sync(() => {
+                  writes.push(completions.length)
+                  writing += 1
+                  mostAtOnce = Math.max(mostAtOnce, writing)
+                }),
+                () => Effect.zipRight(Deferred.await(gate), store.completeAll(completions)),
+                () =>
+                  Effect.sync(() => {
+                    writing -= 1
+                  })
+              )
+          })
+          const runs = makeLog<number>()
+          const task = Task.make("writes.serial", {
+            payload: Schema.Struct({ n: Schema.Number }),
+            handler: ({ n }) => runs.add(n)
+          })
+          yield* startWorker(harness, Registry.make(task), { concurrency: 10, prefetch: 0 }, spy)
+          const first = yield* task.send({ n: 0 })
+          yield* eventually(harness, Effect.sync(() => expect(writes).toEqual([1])))
+          const rest = yield* task.sendBatch([1, 2, 3, 4, 5].map((n) => ({ n })))
+          yield* eventually(harness, Effect.sync(() => expect(runs.entries).toHaveLength(6)))
+          // The five have ended; their completions wait for the write on its way.
+          yield* advance(harness, d.unit)
+          expect(writes).toEqual([1])
+          yield* Deferred.succeed(gate, undefined)
+          for (const id of [first, ...rest]) yield* awaitStatus(harness, id, "succeeded")
+          expect(writes).toEqual([1, 5])
+          expect(mostAtOnce).toBe(1)
+        }))
+
       test("once a claim comes back short, finished attempts send no claim until a wake-up", () =>
         Effect.gen(function*() {
           const store = yield* TaskStore
