@@ -40,6 +40,7 @@ import { ConfigurationError, LeaseLost, StoreError, TaskNotFound } from "./Error
 import * as PgClaimDue from "./internal/pgClaimDue.js"
 import * as PgListener from "./internal/pgListener.js"
 import * as PgMigrations from "./internal/pgMigrations.js"
+import * as PgPinnedSession from "./internal/pgPinnedSession.js"
 import {
   AttemptError,
   type ClaimedTask,
@@ -307,11 +308,19 @@ export const make = (
       `.pipe(Effect.flatMap(leased(request)))
     }
 
+    // Common claims on a session of their own, warmed by the claims before
+    // (see pgPinnedSession), when the pool has sessions to spare for the
+    // rest: with fewer than three, keeping one out could leave heartbeats
+    // and completions waiting on it.
+    const poolSize = Option.match(pgClient, { onNone: () => 0, onSome: (client) => client.config.maxConnections ?? 10 })
+    const claimSession = poolSize >= 3
+      ? yield* PgPinnedSession.make(sql, { idleTimeToLive: Duration.seconds(30) })
+      : PgPinnedSession.unpinned
     const claimDueOf = (request: ClaimRequest, names: ReadonlyArray<string>) =>
-      sql<{ readonly claimed: unknown }>`
+      claimSession.run(sql<{ readonly claimed: unknown }>`
         SELECT ${claimBatch}(${request.queues}::text[], ${names}::text[], ${request.max}::int,
           ${request.leaseTtlMillis}::double precision, ${request.workerId}::text) AS claimed
-      `.pipe(Effect.flatMap(leased(request)))
+      `).pipe(Effect.flatMap(leased(request)))
 
     // Limited tasks are claimed under an advisory lock per name (taken in one
     // order by every claimer, so they cannot deadlock): the count of live

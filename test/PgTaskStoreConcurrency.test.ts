@@ -182,6 +182,87 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           FROM ${f.table("tasks")}`
         expect(summary).toEqual({ succeeded: total, other: 0, retried: 0 })
       }))
+
+    /** A store (and its pool of `maxConnections`, sessions named `applicationName`) on the fixture's schema. */
+    const storeWithPool = (f: Fixture, maxConnections: number, applicationName: string) =>
+      Effect.flatMap(
+        TestDatabase.makeClient(f.url, { maxConnections, applicationName }),
+        (client) => Effect.map(storeOn(client, { schema: f.schema, migrate: false }), (store) => ({ client, store }))
+      )
+
+    /** Sessions named `applicationName` whose last statement was a claim. */
+    const claimSessions = (f: Fixture, applicationName: string) =>
+      Effect.map(
+        f.sql<{ readonly pid: number }>`
+          SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = ${applicationName} AND query LIKE '%claim_batch%'`,
+        (rows) => rows.map((row) => row.pid)
+      )
+
+    it.scopedLive.runIf(capabilities.concurrentSessions)(
+      "a store's claims keep a session of their own: a claim does not wait for a pool other statements fill",
+      () =>
+        Effect.gen(function*() {
+          const f = yield* fixture
+          const { client, store } = yield* storeWithPool(f, 3, "hyrex-claims")
+          expect(yield* store.claim(claimRequest("w1"))).toEqual([])
+          // Three long statements on the same pool: two sessions are free for them.
+          let slept = 0
+          const sleeping = yield* Effect.fork(Effect.forEach(range(3), () =>
+            Effect.zipRight(
+              client`SELECT pg_sleep(3)`,
+              Effect.sync(() => {
+                slept += 1
+              })
+            ), { concurrency: "unbounded", discard: true }))
+          yield* eventually(Effect.map(
+            f.sql<{ readonly n: number }>`
+              SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'hyrex-claims' AND query LIKE '%pg_sleep%'
+                AND state = 'active'`,
+            (rows) => expect(rows[0]?.n).toBe(2)
+          ))
+          const [id] = yield* f.store.enqueue([enqueueRequest()])
+          const claimed = yield* store.claim(claimRequest("w1"))
+          // Claimed on its own session while every statement still sleeps.
+          expect(claimed.map((task) => task.lease.taskId)).toEqual([id])
+          expect(slept).toBe(0)
+          expect(yield* claimSessions(f, "hyrex-claims")).toHaveLength(1)
+          yield* Fiber.join(sleeping)
+        })
+    )
+
+    it.scopedLive.runIf(capabilities.concurrentSessions)("a claim session the server ends is replaced by another", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const { store } = yield* storeWithPool(f, 3, "hyrex-claims")
+        expect(yield* store.claim(claimRequest("w1"))).toEqual([])
+        const [ended] = yield* claimSessions(f, "hyrex-claims")
+        expect(ended).toBeDefined()
+        yield* f.sql`SELECT pg_terminate_backend(${ended!})`
+        // The claim fails on the ended session and runs again through the
+        // pool; the next one pins a new session.
+        const [first] = yield* f.store.enqueue([enqueueRequest()])
+        expect((yield* store.claim(claimRequest("w1"))).map((task) => task.lease.taskId)).toEqual([first])
+        const [second] = yield* f.store.enqueue([enqueueRequest()])
+        expect((yield* store.claim(claimRequest("w1"))).map((task) => task.lease.taskId)).toEqual([second])
+        const sessions = yield* claimSessions(f, "hyrex-claims")
+        expect(sessions.length).toBeGreaterThan(0)
+        expect(sessions).not.toContain(ended)
+      }))
+
+    it.scopedLive("a store on a pool of one connection keeps none for its claims: other statements do not wait for it", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const { store } = yield* storeWithPool(f, 1, "hyrex-claims")
+        yield* f.store.enqueue([enqueueRequest()])
+        const [task] = yield* store.claim(claimRequest("w1"))
+        // Held for the next claim, the only session would keep this write waiting.
+        const recorded = yield* store.completeAll([{ lease: task!.lease, result: null }]).pipe(
+          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "the write waited for the claim's session" })
+        )
+        expect(recorded).toEqual([true])
+      }))
   })
 
   // ---------------------------------------------------------------------------
