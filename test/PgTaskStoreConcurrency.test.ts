@@ -419,6 +419,18 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
   // ---------------------------------------------------------------------------
 
   describe("migrations", () => {
+    it.scopedLive("a store built on an up-to-date schema reads the migrations table once and changes nothing", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const client = yield* f.client()
+        const [store, statements] = yield* capturing(storeOn(client, { schema: f.schema }))
+        expect(statements.map((statement) => statement.text)).toEqual([
+          `SELECT max(migration_id) AS id FROM "${f.schema}"."migrations"`
+        ])
+        const [id] = yield* store.enqueue([enqueueRequest()])
+        expect(yield* store.claim(claimRequest("w1"))).toMatchObject([{ lease: { taskId: id } }])
+      }))
+
     it.scopedLive.runIf(capabilities.concurrentSessions)("eight stores built at once on an empty database all succeed and migrate it once", () =>
       Effect.gen(function*() {
         const url = yield* TestDatabase.databaseUrl
