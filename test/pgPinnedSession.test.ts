@@ -6,11 +6,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type * as PgClient from "@effect/sql-pg/PgClient"
-import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as TestClock from "effect/TestClock"
 import * as PgPinnedSession from "../src/internal/pgPinnedSession.js"
-import { eventually, fixture, sleepLive } from "./pg/PgTestKit.js"
+import { eventually, fixture } from "./pg/PgTestKit.js"
 import * as TestDatabase from "./utils/TestDatabase.js"
 
 const kind = await Effect.runPromise(TestDatabase.kind)
@@ -18,14 +18,18 @@ const capabilities = TestDatabase.capabilitiesOf(kind)
 
 const applicationName = "hyrex-pinned-test"
 
-/** A pool of `maxConnections` on a fresh database, and a session pinned from it. */
-const pinnedOn = (maxConnections: number, idleTimeToLive: Duration.DurationInput = "1 minute") =>
+/** A pool of `maxConnections` on a fresh database. */
+const poolOn = (maxConnections: number) =>
   Effect.gen(function*() {
     const f = yield* fixture
     const sql = yield* TestDatabase.makeClient(f.url, { maxConnections, applicationName })
-    const pinned = yield* PgPinnedSession.make(sql, { idleTimeToLive })
-    return { f, sql, pinned }
+    return { f, sql }
   })
+
+/** A pool of `maxConnections` on a fresh database, and a session pinned from it. */
+const pinnedOn = (maxConnections: number) =>
+  Effect.flatMap(poolOn(maxConnections), ({ f, sql }) =>
+    Effect.map(PgPinnedSession.make(sql, { idleTimeToLive: "1 minute" }), (pinned) => ({ f, sql, pinned })))
 
 /** The session that runs it, after sleeping `seconds`. */
 const sessionOf = (sql: PgClient.PgClient, seconds = 0) =>
@@ -81,15 +85,30 @@ describe.runIf(capabilities.concurrentSessions)("pgPinnedSession", () => {
       expect(yield* pinned.run(sessionOf(sql))).toBe(next)
     }))
 
-  it.scopedLive("the session goes back to the pool once idleTimeToLive passes without a statement", () =>
+  // TestClock: the session's idle time passes when the test says so. (Kept
+  // aside before the fixture, which leaves the live clock in this fiber; see
+  // the lease time test in PgTaskStoreConcurrency.)
+  it.scoped("the session goes back to the pool once idleTimeToLive passes without a statement", () =>
     Effect.gen(function*() {
-      const { f, pinned, sql } = yield* pinnedOn(2, "200 millis")
-      yield* pinned.run(sessionOf(sql))
-      yield* sleepLive("1 second")
-      // Both sessions of the pool serve plain statements at once again.
-      const both = yield* Effect.fork(Effect.forEach([0, 1], () => sessionOf(sql, 2), { concurrency: "unbounded" }))
-      yield* eventually(Effect.map(activeSleeps(f.sql), (n) => expect(n).toBe(2)))
-      yield* Fiber.join(both)
+      const testClock = yield* Effect.clock
+      const { sql } = yield* poolOn(2)
+      const pinned = yield* Effect.withClock(testClock)(PgPinnedSession.make(sql, { idleTimeToLive: "30 seconds" }))
+      // Two plain statements at once, on one session or on both of the pool's.
+      const sessionsServing = Effect.map(
+        Effect.forEach([0, 1], () => sessionOf(sql), { concurrency: "unbounded" }),
+        (pids) => new Set(pids).size
+      )
+      yield* Effect.withClock(testClock)(Effect.gen(function*() {
+        yield* pinned.run(sessionOf(sql))
+        yield* TestClock.adjust("25 seconds")
+        yield* pinned.run(sessionOf(sql))
+        // The look at 30 s finds it used 5 s before: kept.
+        yield* TestClock.adjust("10 seconds")
+        expect(yield* sessionsServing).toBe(1)
+        // The look at 60 s finds it idle for 35 s: given back.
+        yield* TestClock.adjust("30 seconds")
+        yield* eventually(Effect.map(sessionsServing, (n) => expect(n).toBe(2)))
+      }))
     }))
 
   it.scopedLive("an interrupted statement gives the session back to the pool", () =>
