@@ -658,7 +658,7 @@ export const start = <Tasks extends Task.Any>(
     yield* claimLoop.pipe(Effect.forkScoped, Effect.interruptible)
     // After the claim loop: its first claim takes the connection registration
     // used, not a new one (a first claim on a new connection costs Postgres
-    // about 15 ms while it reads its catalogs and plans).
+    // about 20 ms while it reads its catalogs and plans).
     yield* store.maintenance({
       retentionMillis: Duration.toMillis(config.retention),
       workerTimeoutMillis: Duration.toMillis(config.workerTimeout)

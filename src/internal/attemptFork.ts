@@ -36,7 +36,6 @@ export interface SpanOptions {
   readonly links: ReadonlyArray<Tracer.SpanLink>
 }
 
-
 /**
  * Built once from the runtime attempts run under (its tracer, clock and
  * annotations are read once). `fork` starts the effect at once and calls
