@@ -451,6 +451,32 @@ export const workerSuite = (harness: StoreHarness): void => {
           if (testClock) expect(calls.entries[order.indexOf("heartbeat")]![1] - startedAt).toBeGreaterThanOrEqual(millis(d.heartbeatInterval))
         }))
 
+      test("housekeeping runs first at a random moment within the first interval, then once per interval", () =>
+        Effect.gen(function*() {
+          const inner = yield* TaskStore
+          const runs: Array<number> = []
+          const store = TaskStore.of({
+            ...inner,
+            maintenance: (options) =>
+              Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => runs.push(at))), inner.maintenance(options))
+          })
+          const interval = millis(d.unit) * 2
+          const task = Task.make("housekeeping", { payload: Empty, handler: () => Effect.void })
+          const startedAt = yield* Clock.currentTimeMillis
+          // The draw, fixed: half way through the first interval.
+          yield* startWorker(harness, Registry.make(task), { maintenanceInterval: interval }, store).pipe(
+            Effect.withRandomFixed([0.5])
+          )
+          // Not at start, and not before its moment.
+          yield* advance(harness, interval * 0.4)
+          expect(runs).toEqual([])
+          yield* eventually(harness, Effect.sync(() => expect(runs.length).toBeGreaterThanOrEqual(2)))
+          expect(runs[0]! - startedAt).toBeGreaterThanOrEqual(interval * 0.5)
+          expect(runs[1]! - runs[0]!).toBeGreaterThanOrEqual(interval)
+          // Exact on the test clock.
+          if (testClock) expect(runs.slice(0, 2).map((at) => at - startedAt)).toEqual([interval * 0.5, interval * 1.5])
+        }))
+
       test("a worker cut off from the store stops claiming, fences itself, and another worker takes over", () =>
         Effect.gen(function*() {
           const faults = yield* makeFaults
