@@ -454,11 +454,11 @@ export const workerSuite = (harness: StoreHarness): void => {
       test("housekeeping runs first at a random moment within the first interval, then once per interval", () =>
         Effect.gen(function*() {
           const inner = yield* TaskStore
-          const runs: Array<number> = []
+          const log = makeLog<number>()
+          const runs = log.entries
           const store = TaskStore.of({
             ...inner,
-            maintenance: (options) =>
-              Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => runs.push(at))), inner.maintenance(options))
+            maintenance: (options) => Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, log.add), inner.maintenance(options))
           })
           const interval = millis(d.unit) * 2
           const task = Task.make("housekeeping", { payload: Empty, handler: () => Effect.void })
