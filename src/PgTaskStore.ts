@@ -680,9 +680,15 @@ export const make = (
               SELECT id FROM ${tasks} WHERE status IN ('succeeded', 'cancelled') AND finished_at < now() - ${retention}
               LIMIT ${pruneBatch})
             RETURNING 1`)
+          // A record stays while its task may still run: a retry after a long
+          // backoff must find what an earlier attempt did.
           yield* inBatches(sql`
             DELETE FROM ${idempotency} WHERE key IN (
-              SELECT key FROM ${idempotency} WHERE created_at < now() - ${retention} LIMIT ${pruneBatch})
+              SELECT i.key FROM ${idempotency} i
+              WHERE i.created_at < now() - ${retention}
+                AND NOT EXISTS (
+                  SELECT 1 FROM ${tasks} t WHERE t.id = i.task_id AND t.status IN ('queued', 'running'))
+              LIMIT ${pruneBatch})
             RETURNING 1`)
           yield* sql`
             UPDATE ${workers} SET status = 'dead'

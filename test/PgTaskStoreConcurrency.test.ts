@@ -1393,5 +1393,39 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         // 12,000 old: 120 failed (kept), 11,880 succeeded (pruned, over three batches); 10 recent kept.
         expect(left).toEqual([{ status: "failed", n: 120 }, { status: "succeeded", n: 10 }])
       }))
+
+    it.scopedLive("Idempotency.once records older than retention are pruned only once their task has finished", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const tasks = f.table("tasks")
+        const idempotency = f.table("idempotency")
+        // A task still waiting for a retry, one still running, one finished, one gone.
+        const ids = yield* f.sql<{ readonly id: string; readonly status: string }>`
+          INSERT INTO ${tasks} (name, queue, payload, status, max_retries, run_at, lease_owner, finished_at)
+          VALUES ('t.a', 'q1', '{}', 'queued', 3, now() + interval '1 day', NULL, NULL),
+            ('t.a', 'q1', '{}', 'running', 3, now(), 'w1', NULL),
+            ('t.a', 'q1', '{}', 'succeeded', 3, now(), NULL, now() - interval '2 hours'),
+            ('t.a', 'q1', '{}', 'failed', 3, now(), NULL, now() - interval '2 hours')
+          RETURNING id::text AS id, status`
+        const idOf = (status: string) => ids.find((row) => row.status === status)!.id
+        for (const [key, taskId] of [
+          ["retrying", idOf("queued")],
+          ["running", idOf("running")],
+          ["succeeded", idOf("succeeded")],
+          ["failed", idOf("failed")],
+          ["no-task", undefined],
+          ["task-gone", "999999"]
+        ] as const) {
+          yield* f.store.putIdempotent(key, { key }, taskId)
+        }
+        yield* f.store.putIdempotent("recent", 1, undefined)
+        yield* f.sql`UPDATE ${idempotency} SET created_at = now() - interval '2 hours' WHERE key <> 'recent'`
+        yield* f.store.maintenance({ retentionMillis: 3_600_000, workerTimeoutMillis: 60_000 })
+        const left = yield* f.sql<{ readonly key: string }>`SELECT key FROM ${idempotency} ORDER BY key`
+        // A retried attempt must still find what an earlier attempt recorded,
+        // however long its backoff: only records of finished (or deleted)
+        // tasks, and of no task, go with age.
+        expect(left.map((row) => row.key)).toEqual(["recent", "retrying", "running"])
+      }))
   })
 })
