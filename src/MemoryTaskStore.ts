@@ -128,11 +128,19 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
     recordLeaseExpiry(row)
     finish(row, "failed", at)
   }
+  /** Forgets a task, and frees its idempotency key for a new send. */
+  const remove = (row: Row) => {
+    rows.delete(row.id)
+    if (row.idempotencyKey !== null) byIdempotencyKey.delete(`${row.name}\u0000${row.idempotencyKey}`)
+  }
+
   const complete = (lease: Lease, result: unknown) =>
     fenced(lease, (row, at) => {
       row.result = result ?? null
       finish(row, "succeeded", at)
     })
+
+  const completeAndDelete = (lease: Lease) => fenced(lease, remove)
 
   const release = (lease: Lease) =>
     Effect.flatMap(
@@ -277,9 +285,9 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
         })),
 
     complete,
-    completeAll: (completions) =>
+    completeAll: (completions, options) =>
       Effect.forEach(completions, ({ lease, result }) =>
-        complete(lease, result).pipe(
+        (options?.deleteSucceeded === true ? completeAndDelete(lease) : complete(lease, result)).pipe(
           Effect.as(true),
           Effect.catchTag("LeaseLost", () => Effect.succeed(false))
         )),
@@ -426,8 +434,7 @@ export const make: Effect.Effect<TaskStore["Type"], never, Scope.Scope> = Effect
               (row.status === "succeeded" || row.status === "cancelled") &&
               row.finishedAt !== null && row.finishedAt < at - options.retentionMillis
             ) {
-              rows.delete(row.id)
-              if (row.idempotencyKey !== null) byIdempotencyKey.delete(`${row.name}\u0000${row.idempotencyKey}`)
+              remove(row)
             }
           }
           for (const worker of workers.values()) {

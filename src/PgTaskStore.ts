@@ -47,6 +47,7 @@ import {
   type ClaimRequest,
   type EnqueueRequest,
   type FailOutcome,
+  type CompleteOptions,
   type Completion,
   type Lease,
   type QueueStats,
@@ -232,6 +233,7 @@ export const make = (
     const claimBatch = sql(`${schema}.claim_batch`)
     const leaseBatch = sql(`${schema}.lease_batch`)
     const completeBatch = sql(`${schema}.complete_batch`)
+    const deleteBatch = sql(`${schema}.delete_batch`)
     const enqueueFunction = sql(`${schema}.enqueue`)
     const channel = `hyrex_${schema}`
     const maintenanceLock = `hyrex:maintenance:${schema}`
@@ -372,19 +374,25 @@ export const make = (
     // `writeTimeout` and disconnected: giving up on a round trip over a dead
     // link must not wait for the link.
     const writeTimeout = Duration.decode(options.writeTimeout ?? defaults.writeTimeout)
-    const completeAll = (items: ReadonlyArray<Completion>): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
+    const completeAll = (
+      items: ReadonlyArray<Completion>,
+      options?: CompleteOptions
+    ): Effect.Effect<ReadonlyArray<boolean>, StoreError> => {
       const { positions, unique } = uniqueLeases(items, (item) => item.lease)
       // Each owner once (a worker's batch has one), and each lease's by its position.
       const owners = Array.from(new Set(unique.map((item) => item.lease.owner)))
-      return sql<{ readonly recorded: ReadonlyArray<number> }>`
-        SELECT ${completeBatch}(
-          ${unique.map((item) => item.lease.taskId).join(",")},
-          ${unique.map((item) => item.lease.attempt).join(",")},
-          ${unique.map((item) => owners.indexOf(item.lease.owner) + 1).join(",")},
-          ${owners}::text[],
-          ${JSON.stringify(unique.map((item) => item.result ?? null))}::jsonb
-        ) AS recorded
-      `.pipe(
+      const ids = unique.map((item) => item.lease.taskId).join(",")
+      const attempts = unique.map((item) => item.lease.attempt).join(",")
+      const ownerPositions = unique.map((item) => owners.indexOf(item.lease.owner) + 1).join(",")
+      const statement = options?.deleteSucceeded === true
+        ? sql<{ readonly recorded: ReadonlyArray<number> }>`
+          SELECT ${deleteBatch}(${ids}, ${attempts}, ${ownerPositions}, ${owners}::text[]) AS recorded`
+        : sql<{ readonly recorded: ReadonlyArray<number> }>`
+          SELECT ${completeBatch}(
+            ${ids}, ${attempts}, ${ownerPositions}, ${owners}::text[],
+            ${JSON.stringify(unique.map((item) => item.result ?? null))}::jsonb
+          ) AS recorded`
+      return statement.pipe(
         wrap("complete"),
         Effect.disconnect,
         Effect.timeoutFail({

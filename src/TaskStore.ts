@@ -105,6 +105,17 @@ export interface Completion {
   readonly result: unknown
 }
 
+/** How `completeAll` records successes. */
+export interface CompleteOptions {
+  /**
+   * Delete each task instead of keeping it `succeeded`: nothing to read back
+   * (no `TaskInfo`, no result), and its idempotency key is free for a new
+   * send at once. A worker with `retention: 0` completes this way. Fenced
+   * like a kept completion. Default `false`.
+   */
+  readonly deleteSucceeded?: boolean | undefined
+}
+
 /** The renewal a worker sends once per heartbeat, for all its leases. */
 export interface HeartbeatRequest {
   readonly workerId: string
@@ -230,7 +241,10 @@ export class TaskStore extends Context.Tag("hyrex/TaskStore")<TaskStore, {
    * lease. Answers, in order, whether each was recorded (`false`: the lease
    * was lost). A lease listed twice is recorded once.
    */
-  readonly completeAll: (completions: ReadonlyArray<Completion>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
+  readonly completeAll: (
+    completions: ReadonlyArray<Completion>,
+    options?: CompleteOptions
+  ) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
 
   /** Ends an attempt with a failure: re-queues with backoff, or ends the task `failed`. Fenced. */
   readonly fail: (lease: Lease, failure: AttemptFailure) => Effect.Effect<FailOutcome, LeaseLost | StoreError>

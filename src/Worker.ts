@@ -402,9 +402,12 @@ export const start = <Tasks extends Task.Any>(
     // claims (`maxHeld`).
     const completions: Array<{ readonly entry: Held; readonly result: unknown }> = []
     let writing = false
+    // A worker that keeps no finished task deletes each as it succeeds.
+    const completeOptions = { deleteSucceeded: Duration.isZero(config.retention) }
     const writeCompletions = (batch: ReadonlyArray<{ readonly entry: Held; readonly result: unknown }>) => {
       const entries = batch.map(({ entry }) => entry)
-      return persist(entries, store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.claimed.lease, result })))).pipe(
+      const written = store.completeAll(batch.map(({ entry, result }) => ({ lease: entry.claimed.lease, result })), completeOptions)
+      return persist(entries, written).pipe(
         Effect.flatMap((recorded) => {
           const lost = entries.filter((_, index) => !recorded[index])
           Metrics.succeededNow(entries.length - lost.length)

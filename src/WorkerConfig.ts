@@ -41,7 +41,11 @@ export interface WorkerOptions {
   readonly fenceMargin?: Duration.DurationInput | undefined
   /** How often a worker runs store housekeeping (pruning, dead workers). Default 1 minute. */
   readonly maintenanceInterval?: Duration.DurationInput | undefined
-  /** How long succeeded and cancelled tasks are kept. Default 3 days. */
+  /**
+   * How long succeeded and cancelled tasks are kept. `0`: a succeeded task is
+   * deleted by its completion write (nothing to read back; cheaper for
+   * Postgres). Default 3 days.
+   */
   readonly retention?: Duration.DurationInput | undefined
   /** A worker silent for this long is marked dead. Default `leaseTtl * 4`. */
   readonly workerTimeout?: Duration.DurationInput | undefined

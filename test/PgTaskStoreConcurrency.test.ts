@@ -454,7 +454,8 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           { migration_id: 4, name: "claim_and_complete" },
           { migration_id: 5, name: "vacuum_often" },
           { migration_id: 6, name: "running_apart" },
-          { migration_id: 7, name: "compact_batches" }
+          { migration_id: 7, name: "compact_batches" },
+          { migration_id: 8, name: "delete_batch" }
         ])
         // A claim writes two index entries per task: the primary key and tasks_running.
         const indexes = yield* probe<{ readonly name: string }>`
@@ -520,7 +521,7 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
           const after = yield* buildLayer(client, { schema })
           const migrations = yield* client<{ readonly id: number }>`
             SELECT migration_id AS id FROM ${client(`${schema}.migrations`)} ORDER BY migration_id`
-          expect(migrations.map((row) => row.id)).toEqual([1, 2, 3, 4, 5, 6, 7])
+          expect(migrations.map((row) => row.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
 
           // Rolling deploy: an old worker still claims and completes on the upgraded schema.
           const [oldLease] = yield* oldClaim("w-old", 30_000)
@@ -1178,6 +1179,9 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
         }
         const plan = yield* explainGeneric(f.sql, completeQuery)
         expect(readsOfTasks(plan), `\n${render(plan)}`).toEqual([["Index Scan", "tasks_pkey"]])
+        // So do the completions of a worker with retention 0, which delete them.
+        const deletePlan = yield* explainGeneric(f.sql, { text: PgComplete.deleteQuery(f.schema), params: completeQuery.params.slice(0, 4) })
+        expect(readsOfTasks(deletePlan), `\n${render(deletePlan)}`).toEqual([["Index Scan", "tasks_pkey"]])
         // A heartbeat of the same leases may read the running tasks' index
         // instead of the primary key (it renews this worker's running
         // tasks), never the whole table: with the status left out of its

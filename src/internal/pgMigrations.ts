@@ -140,6 +140,9 @@ const migrations = (schema: string) => {
       PgClaimDue.createBatchFunction(schema),
       PgComplete.createBatchFunction(schema)
     ], (statement) => sql.unsafe(statement), { discard: true }))
+  // Succeeded tasks deleted by their completion, for workers that keep
+  // none (`retention: 0`).
+  const delete_batch = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(PgComplete.createDeleteFunction(schema)))
   return {
     "1_create_tasks": create_tasks,
     "2_claim_due": claim_due,
@@ -147,7 +150,8 @@ const migrations = (schema: string) => {
     "4_claim_and_complete": claim_and_complete,
     "5_vacuum_often": vacuum_often,
     "6_running_apart": running_apart,
-    "7_compact_batches": compact_batches
+    "7_compact_batches": compact_batches,
+    "8_delete_batch": delete_batch
   }
 }
 

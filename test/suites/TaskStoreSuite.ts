@@ -343,6 +343,31 @@ export const taskStoreSuite = (harness: StoreHarness): void => {
           expect(yield* store.completeAll([])).toEqual([])
         }))
 
+      test("completeAll with deleteSucceeded deletes each task whose lease it holds, fenced, and frees its key", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const ids = [yield* enqueueOne({ idempotencyKey: "k" }), yield* enqueueOne(), yield* enqueueOne()]
+          const [a, b, c] = [yield* claimOne("w1"), yield* claimOne("w1"), yield* claimOne("w1")]
+          const stolen = { ...b!.lease, owner: "w2" }
+          const recorded = yield* store.completeAll([
+            { lease: a!.lease, result: { n: 1 } },
+            { lease: stolen, result: "stolen" },
+            { lease: c!.lease, result: null },
+            { lease: a!.lease, result: "twice" }
+          ], { deleteSucceeded: true })
+          expect(recorded).toEqual([true, false, true, false])
+          expect(yield* store.getTask(ids[0]!)).toEqual(Option.none())
+          expect(yield* store.getTask(ids[2]!)).toEqual(Option.none())
+          // The lease it did not hold: still running, still its owner's.
+          expect(yield* getTask(ids[1]!)).toMatchObject({ status: "running", leaseOwner: "w1" })
+          expect(yield* store.completeAll([{ lease: b!.lease, result: null }], { deleteSucceeded: false })).toEqual([true])
+          expect(yield* getTask(ids[1]!)).toMatchObject({ status: "succeeded" })
+          // A send with the deleted task's key enqueues a new task.
+          const again = yield* enqueueOne({ idempotencyKey: "k" })
+          expect(again).not.toBe(ids[0])
+          expect(yield* getTask(again)).toMatchObject({ status: "queued" })
+        }))
+
       test("a settled attempt is fenced: writing it again fails with LeaseLost", () =>
         Effect.gen(function*() {
           const store = yield* TaskStore

@@ -334,6 +334,40 @@ export const workerSuite = (harness: StoreHarness): void => {
           expect(runs.entries.sort()).toEqual(["fail", "wrap"])
         }))
 
+      test("with retention 0, a task that succeeds is deleted by its completion; a failed one is kept", () =>
+        Effect.gen(function*() {
+          const runs = makeLog<number>()
+          const task = Task.make("unkept.task", {
+            payload: Schema.Struct({ failFirst: Schema.Boolean, permanent: Schema.Boolean }),
+            maxRetries: 2,
+            retryBackoff: Backoff.none,
+            handler: ({ failFirst, permanent }) =>
+              Effect.gen(function*() {
+                const { attempt } = yield* TaskContext.TaskContext
+                yield* runs.add(attempt)
+                if (permanent) return yield* Task.failPermanently("no such account")
+                if (failFirst && attempt === 1) return yield* Effect.fail(new Error("first attempt fails"))
+              })
+          })
+          // Housekeeping (which would prune them too) does not run within the test.
+          yield* startWorker(harness, Registry.make(task), { retention: 0, maintenanceInterval: "1 hour" })
+          const store = yield* TaskStore
+          const failed = yield* task.send({ failFirst: false, permanent: true })
+          yield* awaitStatus(harness, failed, "failed")
+          const retried = yield* task.send({ failFirst: true, permanent: false })
+          const plain = yield* task.send({ failFirst: false, permanent: false })
+          yield* eventually(
+            harness,
+            Effect.gen(function*() {
+              expect(yield* store.getTask(plain)).toEqual(Option.none())
+              expect(yield* store.getTask(retried)).toEqual(Option.none())
+            })
+          )
+          // Each ran to its success exactly: deleted only then, not before.
+          expect(runs.entries.sort()).toEqual([1, 1, 1, 2])
+          expect(Option.getOrThrow(yield* store.getTask(failed))).toMatchObject({ status: "failed", attempt: 1 })
+        }))
+
       test("a defect is recorded with kind defect and its pretty cause, and retried", () =>
         Effect.gen(function*() {
           const task = Task.make("defective", {
