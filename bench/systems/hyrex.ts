@@ -1,6 +1,8 @@
 /**
  * hyrex from this repository's `src/`: `PgTaskStore.layerFromUrl`, `task.sendBatch`
- * and the real `Worker.start`, with default worker options.
+ * and the real `Worker.start`, with default worker options (`hyrex`), and the
+ * same with `retention: 0` (`hyrex-retention0`: a succeeded task is deleted by
+ * its completion write instead of kept for 3 days).
  */
 import { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Schema, Scope } from "effect"
 import { PgTaskStore, Registry, Task, Worker } from "../../src/index.js"
@@ -28,9 +30,9 @@ const runtimeFor = (target: Target) =>
     )
   )
 
-export const hyrex: System = {
-  name: "hyrex",
-  settings: "`Worker.start(registry, { concurrency })`, all other options default (prefetch 40 × concurrency, sized to about 100 ms of work; lease 15 s, heartbeat 5 s, poll 1 s + LISTEN/NOTIFY); `sendBatch`",
+const variant = (name: string, settings: string, options: Worker.WorkerOptions): System => ({
+  name,
+  settings,
   renewsLeases: true,
   install: async (target) => {
     const producer = runtimeFor(target)
@@ -47,6 +49,7 @@ export const hyrex: System = {
         await runtime.runPromise(
           Scope.extend(
             Worker.start(Registry.make(noopTask(handler)), {
+              ...options,
               concurrency,
               ...(target.leaseSeconds === undefined ? {} : { leaseTtl: `${target.leaseSeconds} seconds` })
             }),
@@ -67,4 +70,16 @@ export const hyrex: System = {
     }
     return installation
   }
-}
+})
+
+export const hyrex = variant(
+  "hyrex",
+  "`Worker.start(registry, { concurrency })`, all other options default (prefetch 40 × concurrency, sized to about 100 ms of work; lease 15 s, heartbeat 5 s, poll 1 s + LISTEN/NOTIFY; succeeded tasks kept for 3 days); `sendBatch`",
+  {}
+)
+
+export const hyrexRetention0 = variant(
+  "hyrex-retention0",
+  "as `hyrex`, with `retention: 0`: a succeeded task is deleted by its completion write (as graphile-worker does) instead of kept; its result and status cannot be read back",
+  { retention: 0 }
+)

@@ -4,7 +4,7 @@
  */
 import type { System } from "../system.js"
 
-export const names = ["hyrex", "graphile", "graphile-batched", "pgboss", "bullmq", "raw", "raw-ahead"] as const
+export const names = ["hyrex", "hyrex-retention0", "graphile", "graphile-batched", "pgboss", "bullmq", "raw", "raw-ahead"] as const
 
 export type Name = (typeof names)[number]
 
@@ -14,6 +14,8 @@ export const load = async (name: Name): Promise<System> => {
   switch (name) {
     case "hyrex":
       return (await import("./hyrex.js")).hyrex
+    case "hyrex-retention0":
+      return (await import("./hyrex.js")).hyrexRetention0
     case "graphile":
       return (await import("./graphile.js")).graphile
     case "graphile-batched":
