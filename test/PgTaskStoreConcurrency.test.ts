@@ -1378,6 +1378,21 @@ describe("PgTaskStore on Postgres: concurrency, time, network, plans", () => {
     )
   })
 
+  describe("enqueue", () => {
+    it.scopedLive("each task's backoff is stored as sent, from a batch and from a single send", () =>
+      Effect.gen(function*() {
+        const f = yield* fixture
+        const backoffs = [[], [1], [250, 1000.5, 90000]]
+        const batch = backoffs.map((backoff) => enqueueRequest({ backoff, maxRetries: backoff.length }))
+        const ids = [...yield* f.store.enqueue(batch), ...yield* f.store.enqueue([batch[2]!])]
+        const rows = yield* f.sql<{ readonly id: string; readonly backoff: ReadonlyArray<number>; readonly max_retries: number }>`
+          SELECT id::text AS id, backoff, max_retries FROM ${f.table("tasks")} ORDER BY id`
+        expect(rows.map((row) => row.id)).toEqual(ids)
+        expect(rows.map((row) => row.backoff)).toEqual([...backoffs, backoffs[2]])
+        expect(rows.map((row) => row.max_retries)).toEqual([0, 1, 3, 3])
+      }))
+  })
+
   describe("retention", () => {
     it.scopedLive("one maintenance run prunes more than one batch of old tasks, and keeps recent and failed ones", () =>
       Effect.gen(function*() {

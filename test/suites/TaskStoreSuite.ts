@@ -118,6 +118,24 @@ export const taskStoreSuite = (harness: StoreHarness): void => {
           expect(yield* store.enqueue([])).toEqual([])
         }))
 
+      test("payloads come back exactly as sent, alone and in a batch", () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const payloads: ReadonlyArray<unknown> = [
+            { quote: 'say "hi"', backslash: "C:\\temp\\new", braces: "{a,b}", comma: "x,y", unicode: "naïve 日本 🚀" },
+            "a plain string, with \"quotes\" and a \\",
+            [1, -2.5, 1e21, 0.1, null, true, { nested: [[]] }],
+            null,
+            12
+          ]
+          const batch = payloads.map((payload) => request({ payload }))
+          const ids = [...yield* store.enqueue(batch), ...yield* store.enqueue([batch[0]!]), ...yield* store.enqueue([batch[2]!])]
+          const sent = [...payloads, payloads[0], payloads[2]]
+          for (const [index, id] of ids.entries()) {
+            expect((yield* getTask(id)).payload).toEqual(sent[index])
+          }
+        }))
+
       test("delayMillis schedules the task: it is not claimable until due", () =>
         Effect.gen(function*() {
           const store = yield* TaskStore
