@@ -45,18 +45,15 @@ export const query = (schema: string): string => `
   )
   SELECT coalesce(array_agg(position::int), '{}') FROM recorded`
 
-/** The leases of a batch, fenced as `query`'s, as the rows `b` to join on. */
-const fencedLeases = `unnest(
-      string_to_array($1::text, ',')::bigint[],
-      string_to_array($2::text, ',')::int[],
-      string_to_array($3::text, ',')::int[]
-    ) WITH ORDINALITY AS b(id, attempt, owner, position)`
-
-/** `delete_batch`'s body query, with its parameters as `$1`…`$4`. */
+/** `delete_batch`'s body query, with its parameters as `$1`…`$4` (`query`'s first four): the same fenced join, deleting. */
 export const deleteQuery = (schema: string): string => `
   WITH recorded AS (
     DELETE FROM ${schema}.tasks t
-    USING ${fencedLeases}
+    USING unnest(
+      string_to_array($1::text, ',')::bigint[],
+      string_to_array($2::text, ',')::int[],
+      string_to_array($3::text, ',')::int[]
+    ) WITH ORDINALITY AS b(id, attempt, owner, position)
     WHERE t.id = b.id AND t.attempt = b.attempt AND t.lease_owner = ($4::text[])[b.owner]
     RETURNING b.position
   )
